@@ -1,0 +1,70 @@
+"""The application factory: settings in, a wired FastAPI app out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import __version__
+from .engine import openvino_version
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, RequestIdMiddleware
+from .model_manager import ModelManager
+from .registry import RegistryWatcher
+from .routes import public, v1
+from .serving import ChatService
+from .settings import Settings
+
+log = logging.getLogger("ov_llm_server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    registry = RegistryWatcher(settings.registry_path)
+    models = ModelManager(settings, registry)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        snapshot = registry.snapshot()
+        log.info(
+            "ov-llm-server starting version=%s openvino=%s device=%s fallback_device=%s "
+            "registry=%s registry_models=%d fallback_model=%s cache_dir=%s auth=%s",
+            __version__,
+            openvino_version(),
+            settings.device,
+            settings.fallback_device or "-",
+            settings.registry_path,
+            len(snapshot.data.models),
+            settings.model_path or "-",
+            settings.cache_dir or "-",
+            "on" if app.state.api_key else "off",
+        )
+        if snapshot.error:
+            log.warning("registry: %s", snapshot.error)
+        models.start_idle_unloader()
+        await models.preload(settings.preload_models)
+        yield
+        await models.close()
+        log.info("ov-llm-server stopped")
+
+    app = FastAPI(
+        title="ov-llm-server",
+        version=__version__,
+        summary="OpenAI-compatible chat backend for OpenVINO models",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_key = settings.resolved_api_key()
+    app.state.models = models
+    app.state.metrics = metrics
+    app.state.chat = ChatService(settings, models, metrics)
+    install_error_handlers(app)
+    app.include_router(public)
+    app.include_router(v1)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

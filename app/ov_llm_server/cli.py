@@ -1,0 +1,65 @@
+"""``ov-llm-server``: run the service, or print a LiteLLM config for it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from .settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; an invalid value ends the process with one line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "OV_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        sys.stderr.write(f"ov-llm-server: invalid {name}: {first['msg']}\n")
+        raise SystemExit(2) from None
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="ov-llm-server", description="OpenAI-compatible chat backend for OpenVINO models."
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the service (the default)")
+    litellm = sub.add_parser("litellm-config", help="print a LiteLLM model_list for the registry")
+    litellm.add_argument("--api-base", help="URL LiteLLM uses to reach this server")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "litellm-config":
+        from .litellm import render_config
+
+        sys.stdout.write(render_config(settings, args.api_base))
+        return
+    serve(settings)

@@ -1,0 +1,31 @@
+"""A LiteLLM ``model_list`` that routes every registry model to this server."""
+
+from __future__ import annotations
+
+import json
+
+from .registry import RegistryWatcher
+from .settings import Settings
+
+
+def render_config(settings: Settings, api_base: str | None = None) -> str:
+    base = api_base or f"http://{settings.host}:{settings.port}/v1"
+    registry = RegistryWatcher(settings.registry_path)
+    names = sorted(registry.entries())
+    if settings.model_path is not None and not names:
+        stem = settings.model_path
+        names = [stem.stem if stem.suffix == ".gguf" else stem.name]
+    key = "os.environ/OV_API_KEY" if settings.resolved_api_key() else "none"
+    lines = ["model_list:"]
+    for name in names:
+        # json.dumps gives a correctly quoted YAML scalar for any name.
+        lines += [
+            f"  - model_name: {json.dumps(name)}",
+            "    litellm_params:",
+            f"      model: {json.dumps('openai/' + name)}",
+            f"      api_base: {json.dumps(base)}",
+            f"      api_key: {json.dumps(key)}",
+        ]
+    if not names:
+        lines[0] = "model_list: []"
+    return "\n".join(lines) + "\n"

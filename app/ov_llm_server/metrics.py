@@ -1,0 +1,67 @@
+"""Prometheus metrics, served on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+
+
+class Metrics:
+    """One set of metrics per app, on its own registry so that tests can run several apps."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ov_requests",
+            "Chat completion requests by model and HTTP status.",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "ov_time_to_first_token_seconds",
+            "Time from request to its first token.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tpot = Histogram(
+            "ov_time_per_output_token_seconds",
+            "Mean time between output tokens of a request.",
+            ["model"],
+            buckets=_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ov_request_latency_seconds",
+            "End-to-end latency of chat completions.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "ov_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "ov_completion_tokens", "Tokens generated.", ["model"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "ov_queue_depth",
+            "Requests waiting or running per loaded model.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.load_seconds = Histogram(
+            "ov_model_load_seconds",
+            "Time to load (compile) a model.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cancelled = Counter(
+            "ov_cancelled_requests",
+            "Requests cancelled because the client went away.",
+            ["model"],
+            registry=self.registry,
+        )

@@ -1,0 +1,173 @@
+"""The model registry (``registry.json``): one module for the server and the converter.
+
+Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``.
+Readers never see a half-written file: writers take an inter-process lock, write a
+temporary file in the same folder, fsync it and rename it over the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+REGISTRY_VERSION = 1
+LOCK_TIMEOUT_SECONDS = 60
+
+
+class RegistryError(Exception):
+    """The registry file cannot be used; the message says why in one line."""
+
+
+class ModelEntry(BaseModel):
+    # Extra keys written by other tools (or by hand) survive a rewrite.
+    model_config = ConfigDict(extra="allow")
+
+    path: str = Field(min_length=1)
+    task: str = "text-generation-with-past"
+    weight_format: str = "unknown"
+    tool_parser: str | None = None
+    reasoning_parser: str | None = None
+
+
+class RegistryData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: Literal[1] = 1
+    models: dict[str, ModelEntry] = Field(default_factory=dict)
+
+
+def resolve_model_path(registry_path: Path, entry: ModelEntry) -> Path:
+    """Relative paths in the registry are relative to the registry's folder."""
+    path = Path(entry.path).expanduser()
+    return path if path.is_absolute() else (registry_path.parent / path)
+
+
+def parse_registry(text: str, source: Path) -> RegistryData:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(raw, dict):
+        raise RegistryError(f"{source}: expected a JSON object at the top level")
+    if raw.get("version") != REGISTRY_VERSION:
+        raise RegistryError(
+            f"{source}: unsupported registry version {raw.get('version')!r} "
+            f"(this server reads version {REGISTRY_VERSION})"
+        )
+    try:
+        return RegistryData.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RegistryError(f"{source}: invalid entry at {where}: {first['msg']}") from exc
+
+
+def read_registry(path: Path, *, missing_ok: bool = True) -> RegistryData:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing_ok:
+            return RegistryData()
+        raise RegistryError(f"{path}: registry file not found") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read ({exc.strerror})") from exc
+    return parse_registry(text, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def registry_lock(path: Path) -> FileLock:
+    return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_SECONDS)
+
+
+def update_registry(path: Path, mutate: Callable[[RegistryData], None]) -> RegistryData:
+    """Read-modify-write under the lock; a corrupt file is refused, never overwritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with registry_lock(path):
+        data = read_registry(path, missing_ok=True)
+        mutate(data)
+        atomic_write_json(path, data.model_dump(mode="json", exclude_none=True))
+        return data
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    data: RegistryData
+    error: str | None  # why the newest file on disk is not the one in use, if it is not
+
+
+class RegistryWatcher:
+    """Serves the registry, re-reading the file whenever it changes on disk.
+
+    A missing or corrupt file keeps the last good registry in use; ``error`` says why.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._snapshot = RegistrySnapshot(RegistryData(), None)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def snapshot(self) -> RegistrySnapshot:
+        stamp = self._stat()
+        with self._lock:
+            if stamp is not None and stamp == self._stamp:
+                return self._snapshot
+            last_good = self._snapshot.data
+            if stamp is None:
+                error = f"{self.path}: registry file not found"
+                self._snapshot = RegistrySnapshot(last_good, error)
+            else:
+                try:
+                    data = read_registry(self.path, missing_ok=False)
+                except RegistryError as exc:
+                    if str(exc) != self._snapshot.error:
+                        log.error("registry unusable, keeping the last good one: %s", exc)
+                    self._snapshot = RegistrySnapshot(last_good, str(exc))
+                else:
+                    if self._stamp is not None:
+                        log.info("registry reloaded: %d models", len(data.models))
+                    self._snapshot = RegistrySnapshot(data, None)
+            self._stamp = stamp
+            return self._snapshot
+
+    def entries(self) -> dict[str, ModelEntry]:
+        return self.snapshot().data.models

@@ -1,0 +1,125 @@
+"""The service's one settings object, read from ``OV_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODELS_DIR = Path("~/models")
+DEFAULT_REGISTRY_PATH = DEFAULT_MODELS_DIR / "converted_models" / "registry.json"
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OV_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    device: str = Field(
+        "GPU",
+        min_length=1,
+        description="OpenVINO device for inference: GPU, CPU, or any device string OpenVINO "
+        "accepts (for example GPU.0 or AUTO:GPU,CPU).",
+    )
+    fallback_device: str | None = Field(
+        None,
+        description="Device to retry on when a model fails to load on OV_DEVICE (e.g. CPU).",
+    )
+    registry_path: Path = Field(
+        DEFAULT_REGISTRY_PATH, description="Model registry file (registry.json)."
+    )
+    model_path: Path | None = Field(
+        None,
+        description="Fallback model (an OpenVINO IR folder or a .gguf file) served for model "
+        "names the registry does not list.",
+    )
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR,
+        description="Models root used by ov-convert-model: sources in it, converted_models/ "
+        "and og_models/ below it.",
+    )
+    log_level: LogLevel = Field("INFO", description="Log level.")
+    cache_dir: Path | None = Field(
+        None, description="Compiled-model cache (OpenVINO CACHE_DIR); speeds up restarts."
+    )
+    api_key: SecretStr | None = Field(None, description="Bearer key required on /v1/* when set.")
+    api_key_file: Path | None = Field(
+        None, description="File holding the bearer key (alternative to OV_API_KEY)."
+    )
+    preload_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated model names to load at start."
+    )
+    max_loaded_models: int = Field(
+        2, ge=1, le=64, description="Loaded models kept at most; the least recently used unloads."
+    )
+    idle_unload_seconds: float = Field(
+        0, ge=0, description="Unload a model idle this long (0 keeps it loaded)."
+    )
+    max_queue: int = Field(
+        32, ge=1, le=4096, description="Requests per model waiting or running before 429."
+    )
+    max_batch: int = Field(
+        8, ge=1, le=256, description="Sequences one model generates at the same time."
+    )
+    kv_cache_gb: int = Field(
+        0, ge=0, le=64, description="KV cache per loaded model in GB; 0 grows it with demand."
+    )
+    kv_cache_precision: str | None = Field(
+        None,
+        description="KV cache precision (OpenVINO KV_CACHE_PRECISION, e.g. f16 or u8); "
+        "unset keeps the plugin's default.",
+    )
+    max_tokens_limit: int = Field(
+        4096, ge=1, description="Upper bound on max_tokens of one request."
+    )
+    default_max_tokens: int = Field(
+        1024, ge=1, description="max_tokens used when a request sets none."
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    max_messages: int = Field(512, ge=1, description="Most messages in one request.")
+    shutdown_grace_seconds: float = Field(
+        20, ge=0, description="Time in-flight requests get to finish on SIGTERM."
+    )
+
+    @field_validator("preload_models", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("model_path", "cache_dir", "api_key_file", "fallback_device", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("kv_cache_precision", mode="before")
+    @classmethod
+    def _empty_precision(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("registry_path", "model_path", "models_dir", "cache_dir", "api_key_file")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return self.api_key.get_secret_value()
+        if self.api_key_file is not None:
+            key = self.api_key_file.read_text(encoding="utf-8").strip()
+            return key or None
+        return None
