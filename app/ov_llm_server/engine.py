@@ -51,6 +51,8 @@ class SamplingParams:
     repetition_penalty: float | None = None
     stop: tuple[str, ...] = ()
     json_schema: str | None = None
+    min_new_tokens: int | None = None
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,10 @@ class Engine:
             cfg.frequency_penalty = params.frequency_penalty
         if params.repetition_penalty is not None:
             cfg.repetition_penalty = params.repetition_penalty
+        if params.min_new_tokens:
+            cfg.min_new_tokens = params.min_new_tokens
+        if params.ignore_eos:
+            cfg.ignore_eos = True
         if params.json_schema is not None:
             cfg.structured_output_config = og.StructuredOutputConfig(json_schema=params.json_schema)
         return cfg

@@ -108,6 +108,9 @@ class ChatCompletionRequest(_Lenient):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0)
+    # vLLM extensions that benchmarks use to fix the output length.
+    min_tokens: int | None = Field(default=None, ge=0)
+    ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[ToolDefinition] | None = None

