@@ -11,9 +11,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from tiny_model import DIALOGUES
-
 from live_server import LiveServer, write_registry
+from tiny_model import DIALOGUES
 
 MODEL = "tiny-int8"
 
@@ -116,9 +115,7 @@ def test_streaming_matches_non_streaming_text_and_usage(
     ids = {c["id"] for c in chunks}
     assert len(ids) == 1
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == MODEL for c in chunks)
-    text = "".join(
-        c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
-    )
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == dialogue["answer"]
     finals = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert [f["choices"][0]["finish_reason"] for f in finals] == ["stop"]
@@ -130,9 +127,7 @@ def test_streaming_matches_non_streaming_text_and_usage(
 
 def test_openai_sdk_streaming(client: openai.OpenAI) -> None:
     dialogue = DIALOGUES["D_HELLO"]
-    stream = client.chat.completions.create(
-        model=MODEL, messages=dialogue["messages"], stream=True
-    )
+    stream = client.chat.completions.create(model=MODEL, messages=dialogue["messages"], stream=True)
     parts = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert "".join(parts) == dialogue["answer"]
     assert len([p for p in parts if p]) > 1  # really streamed, not one blob
@@ -241,8 +236,9 @@ def _error(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 def test_unknown_model_is_404_model_not_found(server: LiveServer, client: openai.OpenAI) -> None:
-    error = _error(chat(server, {"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
-                   404)
+    error = _error(
+        chat(server, {"model": "nope", "messages": [{"role": "user", "content": "x"}]}), 404
+    )
     assert error["code"] == "model_not_found"
     assert error["param"] == "model"
     with pytest.raises(openai.NotFoundError):
@@ -265,13 +261,27 @@ def test_malformed_json_is_400(server: LiveServer) -> None:
         ({"model": MODEL, "messages": []}, "messages"),
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
         ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": 9},
-         "temperature"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
-         "max_tokens"),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": 9},
+            "temperature",
+        ),
+        (
+            {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+        ),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "http://x"}}]}]}, "messages.0.content"),
+        (
+            {
+                "model": MODEL,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x"}}],
+                    }
+                ],
+            },
+            "messages.0.content",
+        ),
     ],
 )
 def test_invalid_requests_are_400_with_the_param(
@@ -349,7 +359,9 @@ def test_relative_registry_paths_resolve_against_the_registry_folder(
     link = registry_path.parent / "tiny" / "task-x__wf-int8"
     link.parent.mkdir(parents=True)
     link.symlink_to(tiny_ir_int8)
-    write_registry(registry_path, {"rel": {"path": "tiny/task-x__wf-int8", "weight_format": "int8"}})
+    write_registry(
+        registry_path, {"rel": {"path": "tiny/task-x__wf-int8", "weight_format": "int8"}}
+    )
     result = chat(live, {"model": "rel", "messages": DIALOGUES["D_HELLO"]["messages"]})
     assert result.status_code == 200, result.text
 
@@ -368,9 +380,10 @@ def test_corrupt_registry_keeps_the_last_good_one(
     result = chat(live, {"model": "tiny-fp16", "messages": DIALOGUES["D_HELLO"]["messages"]})
     assert result.status_code == 200
     registry_path.write_text('{"version": 7, "models": {}}', encoding="utf-8")
-    assert "unsupported registry version 7" in httpx.get(f"{live.base_url}/health").json()[
-        "registry_error"
-    ]
+    assert (
+        "unsupported registry version 7"
+        in httpx.get(f"{live.base_url}/health").json()["registry_error"]
+    )
     write_registry(registry_path, tiny_registry)
     assert httpx.get(f"{live.base_url}/health").json()["status"] == "ok"
 
@@ -394,12 +407,16 @@ def test_missing_model_files_give_503_and_others_keep_working(
     broken.mkdir()
     (broken / "openvino_model.xml").write_text("<not-a-model/>", encoding="utf-8")
     live = server_factory(
-        {**tiny_registry, "broken": {"path": str(broken), "weight_format": "int8"},
-         "gone": {"path": str(tmp_path / "missing"), "weight_format": "int8"}}
+        {
+            **tiny_registry,
+            "broken": {"path": str(broken), "weight_format": "int8"},
+            "gone": {"path": str(tmp_path / "missing"), "weight_format": "int8"},
+        }
     )
     for name in ("broken", "gone"):
-        error = _error(chat(live, {"model": name, "messages": [{"role": "user", "content": "x"}]}),
-                       503)
+        error = _error(
+            chat(live, {"model": name, "messages": [{"role": "user", "content": "x"}]}), 503
+        )
         assert error["code"] == "model_unavailable"
         assert name in error["message"]
     ok = chat(live, {"model": "tiny-int8", "messages": DIALOGUES["D_HELLO"]["messages"]})

@@ -24,8 +24,8 @@ log = logging.getLogger("ov_llm_server")
 
 def create_app(settings: Settings) -> FastAPI:
     registry = RegistryWatcher(settings.registry_path)
-    models = ModelManager(settings, registry)
     metrics = Metrics()
+    models = ModelManager(settings, registry, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import errors
 from .engine import Engine, EngineConfig
+from .metrics import Metrics
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
 from .settings import Settings
 
@@ -44,9 +45,12 @@ class LoadFailure:
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, registry: RegistryWatcher) -> None:
+    def __init__(
+        self, settings: Settings, registry: RegistryWatcher, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.metrics = metrics
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._last_used: dict[str, float] = {}
         self._loading: dict[str, asyncio.Task[Engine]] = {}
@@ -126,6 +130,8 @@ class ModelManager:
         self._failures.pop(key, None)
         self._engines[key] = engine
         self._last_used[key] = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.load_seconds.labels(resolved.name).observe(engine.load_seconds)
         log.info(
             "model loaded name=%s device=%s path=%s load_seconds=%.2f",
             resolved.name,

@@ -1,0 +1,270 @@
+"""Auth, limits, degraded states, overload and shutdown, on real servers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from live_server import LiveServer, write_registry
+from ov_llm_server.app import create_app
+from ov_llm_server.settings import Settings
+from tiny_model import DIALOGUES
+
+HELLO = DIALOGUES["D_HELLO"]["messages"]
+
+
+def chat(server: LiveServer, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.v1}/chat/completions", json=body, timeout=120, **kwargs)
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+# ---------------------------------------------------------------- API key
+
+
+@pytest.fixture(scope="module")
+def keyed_server(server_factory: Any, tiny_registry: dict[str, dict[str, Any]]) -> LiveServer:
+    return server_factory(tiny_registry, OV_API_KEY="s3cret-key-value")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "s3cret-key-value"},
+        {"Authorization": "Basic s3cret-key-value"},
+    ],
+)
+def test_v1_needs_the_key(keyed_server: LiveServer, headers: dict[str, str]) -> None:
+    for response in (
+        httpx.get(f"{keyed_server.v1}/models", headers=headers),
+        chat(keyed_server, {"model": "tiny-int8", "messages": HELLO}, headers=headers),
+    ):
+        error = error_of(response, 401)
+        assert error["type"] == "authentication_error"
+        assert error["code"] == "invalid_api_key"
+
+
+def test_right_key_is_let_in_and_never_logged(keyed_server: LiveServer) -> None:
+    auth = {"Authorization": "Bearer s3cret-key-value"}
+    assert httpx.get(f"{keyed_server.v1}/models", headers=auth).status_code == 200
+    response = chat(keyed_server, {"model": "tiny-int8", "messages": HELLO}, headers=auth)
+    assert response.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
+    health = httpx.get(f"{keyed_server.base_url}/health")
+    assert health.status_code == 200
+    assert "s3cret" not in health.text
+    keyed_server.wait_for_log("completion request_id=")
+    assert "s3cret" not in keyed_server.log()
+
+
+def test_key_from_a_file(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("from-file-key\n", encoding="utf-8")
+    live = server_factory(tiny_registry, OV_API_KEY_FILE=str(key_file))
+    assert httpx.get(f"{live.v1}/models").status_code == 401
+    ok = httpx.get(f"{live.v1}/models", headers={"Authorization": "Bearer from-file-key"})
+    assert ok.status_code == 200
+
+
+# ---------------------------------------------------------------- limits
+
+
+@pytest.fixture(scope="module")
+def limited_server(server_factory: Any, tiny_registry: dict[str, dict[str, Any]]) -> LiveServer:
+    return server_factory(
+        tiny_registry, OV_MAX_BODY_BYTES="4096", OV_MAX_MESSAGES="3", OV_MAX_TOKENS_LIMIT="50"
+    )
+
+
+def test_body_over_the_limit_is_413(limited_server: LiveServer) -> None:
+    big = {"model": "tiny-int8", "messages": [{"role": "user", "content": "x" * 5000}]}
+    error = error_of(chat(limited_server, big), 413)
+    assert error["code"] == "request_too_large"
+
+
+def test_chunked_body_over_the_limit_is_413(limited_server: LiveServer) -> None:
+    def chunks() -> Any:
+        yield b'{"model": "tiny-int8", "messages": [{"role": "user", "content": "'
+        for _ in range(10):
+            yield b"y" * 1000
+        yield b'"}]}'
+
+    response = httpx.post(
+        f"{limited_server.v1}/chat/completions",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
+    error_of(response, 413)
+
+
+def test_too_many_messages_is_400(limited_server: LiveServer) -> None:
+    messages = [{"role": "user", "content": "hi"}] * 4
+    error = error_of(chat(limited_server, {"model": "tiny-int8", "messages": messages}), 400)
+    assert error["param"] == "messages"
+
+
+def test_max_tokens_over_the_cap_is_400(limited_server: LiveServer) -> None:
+    body = {"model": "tiny-int8", "messages": HELLO, "max_tokens": 51}
+    assert error_of(chat(limited_server, body), 400)["param"] == "max_tokens"
+    body["max_tokens"] = 50
+    assert chat(limited_server, body).status_code == 200
+
+
+def test_prompt_longer_than_the_context_is_400(server: LiveServer) -> None:
+    long_prompt = "hello " * 5000
+    body = {"model": "tiny-int8", "messages": [{"role": "user", "content": long_prompt}]}
+    error = error_of(chat(server, body), 400)
+    assert error["code"] == "context_length_exceeded"
+    assert chat(server, {"model": "tiny-int8", "messages": HELLO}).status_code == 200
+
+
+# ---------------------------------------------------------------- overload
+
+
+def test_full_queue_answers_429_with_retry_after(server_factory: Any, smollm2_gguf: Path) -> None:
+    live = server_factory({}, OV_MODEL_PATH=str(smollm2_gguf), OV_MAX_QUEUE="2")
+    body = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Write a long essay about rivers."}],
+        "max_tokens": 64,
+        "ignore_eos": True,
+    }
+    chat(live, {**body, "max_tokens": 1})  # load the model first
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: chat(live, body), range(8)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 429}, statuses
+    assert statuses.count(200) >= 2
+    rejected = next(r for r in responses if r.status_code == 429)
+    assert int(rejected.headers["retry-after"]) >= 1
+    assert error_of(rejected, 429)["code"] == "queue_full"
+
+
+# ---------------------------------------------------------------- degraded engine
+
+
+class _FailingPipe:
+    """Wraps a real pipeline; every step raises, as a wedged device would."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def step(self) -> None:
+        raise RuntimeError("Infer Request is busy")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
+def test_repeated_engine_failures_turn_health_503(
+    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    registry = tmp_path / "registry.json"
+    write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
+    settings = Settings(device="CPU", registry_path=registry)
+    with TestClient(create_app(settings)) as client:
+        body = {"model": "tiny-int8", "messages": HELLO}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+        engine._pipe = _FailingPipe(engine._pipe)
+        for _ in range(3):
+            failed = client.post("/v1/chat/completions", json=body)
+            assert failed.status_code == 500
+            assert failed.json()["error"]["code"] == "engine_error"
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "error"
+        refused = client.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "engine_unhealthy"
+        stream = client.post("/v1/chat/completions", json={**body, "stream": True})
+        assert stream.status_code == 503
+
+
+def test_stream_error_is_an_sse_event_then_done(
+    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    registry = tmp_path / "registry.json"
+    write_registry(registry, {"m": tiny_registry["tiny-int8"]})
+    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
+        body = {"model": "m", "messages": HELLO}
+        client.post("/v1/chat/completions", json=body)
+        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+        engine._pipe = _FailingPipe(engine._pipe)
+        response = client.post("/v1/chat/completions", json={**body, "stream": True})
+        data = [line for line in response.text.splitlines() if line.startswith("data: ")]
+        assert '"error"' in data[-2] and "engine_error" in data[-2]
+        assert data[-1] == "data: [DONE]"
+
+
+def test_fallback_device_is_used_and_reported(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    # This machine has no GPU: loading on GPU fails and the CPU fallback takes over.
+    live = server_factory(tiny_registry, OV_DEVICE="GPU", OV_FALLBACK_DEVICE="CPU")
+    response = chat(live, {"model": "tiny-int8", "messages": HELLO})
+    assert response.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
+    health = httpx.get(f"{live.base_url}/health").json()
+    assert health["device"] == "GPU"
+    assert health["fallback_device_in_use"] is True
+    assert health["loaded_models"][0]["device"] == "CPU"
+    card = httpx.get(f"{live.v1}/models/tiny-int8").json()
+    assert card["device"] == "CPU"
+    live.wait_for_log("retrying on fallback device CPU")
+
+
+def test_without_fallback_a_missing_device_is_503(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    live = server_factory(tiny_registry, OV_DEVICE="GPU")
+    error = error_of(chat(live, {"model": "tiny-int8", "messages": HELLO}), 503)
+    assert error["code"] == "model_unavailable"
+    assert httpx.get(f"{live.base_url}/health").json()["status"] == "degraded"
+
+
+# ---------------------------------------------------------------- settings and shutdown
+
+
+def test_invalid_setting_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    live = LiveServer(tmp_path, {"OV_PORT": "not-a-port"})
+    with pytest.raises(RuntimeError, match="server exited early"):
+        live.start(timeout=20)
+    lines = [line for line in live.log().splitlines() if line.strip()]
+    assert lines == [lines[-1]] and "invalid OV_PORT" in lines[-1]
+
+
+def test_sigterm_lets_a_running_stream_finish(server_factory: Any, smollm2_gguf: Path) -> None:
+    live = server_factory({}, OV_MODEL_PATH=str(smollm2_gguf), OV_SHUTDOWN_GRACE_SECONDS="20")
+    body = {
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Tell me about lakes."}],
+        "max_tokens": 60,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    assert live.process is not None
+    with httpx.stream("POST", f"{live.v1}/chat/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        next(line for line in lines if line.startswith("data: {"))
+        live.process.send_signal(signal.SIGTERM)
+        rest = list(lines)
+    assert rest[-1] == "data: [DONE]" or "data: [DONE]" in rest
+    started = time.monotonic()
+    assert live.process.wait(30) == 0
+    assert time.monotonic() - started < 30
+    assert "ov-llm-server stopped" in live.log()
