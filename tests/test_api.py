@@ -454,3 +454,8 @@ def test_concurrent_streams_on_two_models(server: LiveServer) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         texts = list(pool.map(lambda job: stream(*job), jobs))
     assert texts == [DIALOGUES[n]["answer"] for _, n in jobs]
+
+
+def test_models_also_answers_litellms_doubled_v1_path(server: LiveServer) -> None:
+    doubled = httpx.get(f"{server.base_url}/v1/v1/models").json()
+    assert doubled == httpx.get(f"{server.v1}/models").json()

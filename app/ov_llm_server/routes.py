@@ -101,6 +101,7 @@ async def metrics(request: Request) -> Response:
 
 
 @v1.get("/models")
+@v1.get("/v1/models", include_in_schema=False)  # LiteLLM with an api_base ending in /v1
 async def list_models(models: Models) -> ModelList:
     cards: list[ModelCard] = []
     for name, entry in models.registry.entries().items():
