@@ -1,0 +1,1 @@
+"""``ov-convert-model``: Hugging Face or GGUF models in, registered OpenVINO IR folders out."""

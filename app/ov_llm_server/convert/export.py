@@ -1,0 +1,225 @@
+"""One model folder in, one OpenVINO IR folder out: the only code that calls optimum-intel.
+
+optimum-intel, nncf, transformers and torch are the optional ``convert`` extra and take seconds
+to import, so they are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+WeightFormat = Literal["int8", "fp16", "int4"]
+WEIGHT_FORMATS: tuple[WeightFormat, ...] = ("int8", "fp16", "int4")
+DEFAULT_TASK = "text-generation-with-past"
+DEFAULT_GROUP_SIZE = 128
+# nncf refuses int4 groups smaller than this on its "adjust" path; below it, quantise per channel.
+MIN_GROUP_SIZE = 32
+
+MODEL_FILES = ("openvino_model.xml", "openvino_model.bin")
+TOKENIZER_FILES = (
+    "openvino_tokenizer.xml",
+    "openvino_tokenizer.bin",
+    "openvino_detokenizer.xml",
+    "openvino_detokenizer.bin",
+)
+REQUIRED_FILES = MODEL_FILES + TOKENIZER_FILES
+
+
+class ConversionError(Exception):
+    """A conversion failed; the message is one line meant for the user."""
+
+
+class MissingExtraError(ConversionError):
+    """The ``convert`` extra (optimum-intel and friends) is not installed."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    weight_format: WeightFormat = "int8"
+    task: str = DEFAULT_TASK
+    # int4 only: requested group size (adapted to the model's shapes), 4-bit share, symmetry.
+    group_size: int = DEFAULT_GROUP_SIZE
+    ratio: float = 1.0
+    sym: bool = False
+    trust_remote_code: bool = False
+
+
+def read_hf_config(src: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConversionError(f"{src}: no config.json, not a Hugging Face model folder") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConversionError(f"{src}/config.json: unreadable ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConversionError(f"{src}/config.json: expected a JSON object")
+    # Multimodal and some newer configs nest the language model's settings.
+    text_config = data.get("text_config")
+    return {**data, **text_config} if isinstance(text_config, dict) else data
+
+
+def _input_widths(hf_config: dict[str, Any]) -> list[int]:
+    """Input widths of the big matmuls: int4 groups must divide every one of them."""
+    widths = []
+    for keys in (("hidden_size", "n_embd", "d_model"), ("intermediate_size", "ffn_dim", "n_inner")):
+        for key in keys:
+            value = hf_config.get(key)
+            if isinstance(value, int) and value > 0:
+                widths.append(value)
+                break
+    return widths
+
+
+def adapt_group_size(requested: int, hf_config: dict[str, Any]) -> int:
+    """The largest group size <= ``requested`` that divides the model's layer widths.
+
+    int4's default of 128 fails on models whose hidden or MLP width is not a multiple of it.
+    Powers of two are tried downwards; -1 (one group per channel) is the last resort.
+    """
+    if requested <= 0:
+        return -1
+    widths = _input_widths(hf_config)
+    if not widths:
+        return requested
+    common = math.gcd(*widths)
+    if common % requested == 0:
+        return requested
+    size = 1 << (requested.bit_length() - 1)
+    while size >= MIN_GROUP_SIZE:
+        if common % size == 0:
+            return size
+        size //= 2
+    return -1
+
+
+def quantization_settings(options: ExportOptions, hf_config: dict[str, Any]) -> dict[str, Any]:
+    """The settings actually used, as recorded in conversion.json and passed to nncf."""
+    if options.weight_format == "fp16":
+        return {"dtype": "fp16"}
+    if options.weight_format == "int8":
+        return {"bits": 8, "sym": options.sym, "group_size": -1, "ratio": 1.0}
+    group_size = adapt_group_size(options.group_size, hf_config)
+    return {
+        "bits": 4,
+        "sym": options.sym,
+        "group_size": group_size,
+        "requested_group_size": options.group_size,
+        "ratio": options.ratio,
+        # Layers the chosen size still does not fit get the largest size that does.
+        "group_size_fallback": "adjust",
+    }
+
+
+def _import_optimum() -> Any:
+    try:
+        from optimum.exporters.openvino import __main__ as optimum_export
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"conversion needs the 'convert' extra (pip install 'ov-llm-server[convert]'): {exc}"
+        ) from exc
+    return optimum_export
+
+
+def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]:
+    """Convert the Hugging Face folder ``src`` into IR (model, tokenizer, detokenizer) in ``out``.
+
+    ``out`` should be a fresh folder; callers rename it into place once this returns.
+    Returns the quantisation settings used.
+    """
+    if options.weight_format not in WEIGHT_FORMATS:
+        raise ConversionError(
+            f"unknown weight format {options.weight_format!r} (one of {', '.join(WEIGHT_FORMATS)})"
+        )
+    hf_config = read_hf_config(src)
+    settings = quantization_settings(options, hf_config)
+    optimum_export = _import_optimum()
+    from optimum.intel.openvino.configuration import OVConfig, OVWeightQuantizationConfig
+
+    if options.weight_format == "int4" and settings["group_size"] != options.group_size:
+        log.info(
+            "int4 group size %d does not divide the layer widths %s; using %d",
+            options.group_size,
+            _input_widths(hf_config),
+            settings["group_size"],
+        )
+    if options.weight_format == "fp16":
+        ov_config = OVConfig(dtype="fp16")
+        wq_config = None
+    else:
+        wq_config = OVWeightQuantizationConfig(
+            **{k: v for k, v in settings.items() if k != "requested_group_size"}
+        )
+        ov_config = OVConfig(quantization_config=wq_config)
+
+    started = time.monotonic()
+    log.info("exporting %s (task %s) with optimum-intel", src, options.task)
+    try:
+        optimum_export.main_export(
+            model_name_or_path=str(src),
+            output=out,
+            task=options.task,
+            ov_config=ov_config,
+            convert_tokenizer=True,
+            trust_remote_code=options.trust_remote_code,
+            library_name="transformers",
+        )
+        log.info("exported in %.1f s", time.monotonic() - started)
+        if wq_config is not None:
+            step = time.monotonic()
+            log.info("compressing weights to %s with nncf", options.weight_format)
+            # The same second step `optimum-cli export openvino --weight-format` runs.
+            optimum_export._main_quantize(
+                model_name_or_path=str(src),
+                task=options.task,
+                library_name="transformers",
+                quantization_config=wq_config,
+                output=out,
+                cache_dir=None,
+                trust_remote_code=options.trust_remote_code,
+            )
+            log.info("compressed in %.1f s", time.monotonic() - step)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"optimum-intel export failed: {type(exc).__name__}: {exc}") from exc
+    check_ir_folder(out)
+    return settings
+
+
+def missing_files(folder: Path) -> list[str]:
+    return [
+        name
+        for name in REQUIRED_FILES
+        if not (folder / name).is_file() or (folder / name).stat().st_size == 0
+    ]
+
+
+def check_ir_folder(folder: Path) -> None:
+    """Refuse an output ``openvino_genai`` could not load as is (optimum only warns)."""
+    missing = missing_files(folder)
+    if missing:
+        raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
+    if not chat_template_of(folder):
+        log.warning("%s: the tokenizer has no chat template; chat requests will fail", folder)
+
+
+def chat_template_of(folder: Path) -> str | None:
+    import openvino as ov
+
+    model = ov.Core().read_model(folder / "openvino_tokenizer.xml")
+    if not model.has_rt_info("chat_template"):
+        return None
+    template = model.get_rt_info("chat_template").astype(str)
+    return str(template) or None
+
+
+def options_record(options: ExportOptions) -> dict[str, Any]:
+    return asdict(options)
