@@ -7,6 +7,11 @@ so both give the same message for the same generated text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocol import ChatCompletionRequest
+    from .registry import ModelEntry
 
 
 @dataclass(frozen=True)
@@ -40,3 +45,71 @@ class OutputParser:
 
     def finish(self) -> ParsedDelta:
         return ParsedDelta()
+
+
+class ChainedParser(OutputParser):
+    """Reasoning first, then tool calls in what is left of the answer."""
+
+    def __init__(self, reasoning: OutputParser | None, tools: OutputParser | None) -> None:
+        self._reasoning = reasoning
+        self._tools = tools
+
+    def feed(self, text: str) -> ParsedDelta:
+        return self._pass(self._reasoning.feed(text) if self._reasoning else ParsedDelta(text))
+
+    def finish(self) -> ParsedDelta:
+        out = self._pass(self._reasoning.finish() if self._reasoning else ParsedDelta())
+        if self._tools is not None:
+            out.merge(self._tools.finish())
+        return out
+
+    def _pass(self, delta: ParsedDelta) -> ParsedDelta:
+        if self._tools is None or not delta.content:
+            return delta
+        out = self._tools.feed(delta.content)
+        out.reasoning = delta.reasoning + out.reasoning
+        return out
+
+
+def build_output_parser(
+    chat_template: str,
+    entry: ModelEntry | None,
+    request: ChatCompletionRequest,
+    *,
+    prompt: str | None = None,
+) -> OutputParser:
+    """The parser for one response, chosen by the request, the registry entry and the template.
+
+    ``tool_parser`` / ``reasoning_parser`` in the registry entry override detection;
+    ``"none"`` turns either off. Without tools in the request no tool calls are parsed.
+    """
+    from .reasoning import THINK_OPEN, ThinkParser
+    from .tool_parsers import (
+        ForcedToolParser,
+        HermesToolParser,
+        Llama3JsonToolParser,
+        ToolCatalog,
+        detect_tool_parser,
+        forces_tool_call,
+    )
+
+    if forces_tool_call(request):
+        # Structured output made the whole answer one JSON value: no room for thinking.
+        return ChainedParser(None, ForcedToolParser(ToolCatalog(request.tools or [])))
+    tools: OutputParser | None = None
+    if request.tools and request.tool_choice != "none":
+        kind = (entry.tool_parser if entry else None) or detect_tool_parser(chat_template)
+        catalog = ToolCatalog(request.tools)
+        if kind == "llama3_json":
+            tools = Llama3JsonToolParser(catalog)
+        elif kind != "none":
+            tools = HermesToolParser(catalog)
+    reasoning: OutputParser | None = None
+    if (entry.reasoning_parser if entry else None) != "none":
+        # Only an answer that starts with <think> (or a prompt that opened it) has reasoning,
+        # so this is safe for every model.
+        opened = prompt is not None and prompt.rstrip().endswith(THINK_OPEN)
+        reasoning = ThinkParser(opened=opened)
+    if reasoning is None and tools is None:
+        return OutputParser()
+    return ChainedParser(reasoning, tools)
