@@ -359,10 +359,19 @@ def test_factory_prompt_that_opens_thinking() -> None:
     assert (out.reasoning, out.content) == ("hmm", "ok")
 
 
-def test_factory_forced_call() -> None:
+def test_factory_forced_call_in_the_models_own_format() -> None:
     choice = {"type": "function", "function": {"name": "get_time"}}
-    parser = build_output_parser(HERMES_TEMPLATE, None, request(tools=[TIME], tool_choice=choice))
-    out = run(parser, ['{"name": "get_time", "arguments": {}}'])
+    forced = request(tools=[TIME], tool_choice=choice)
+    out = run(build_output_parser(HERMES_TEMPLATE, None, forced), [hermes("get_time", {})])
+    assert calls(out) == [(0, "get_time", {})]
+    out = run(
+        build_output_parser(LLAMA_TEMPLATE, None, forced),
+        ['{"name": "get_time", "parameters": {}}'],
+    )
+    assert calls(out) == [(0, "get_time", {})]
+    # No format of its own: plain JSON.
+    plain = ModelEntry(path="x", tool_parser="none")
+    out = run(build_output_parser("", plain, forced), ['{"name": "get_time", "arguments": {}}'])
     assert calls(out) == [(0, "get_time", {})]
 
 

@@ -84,26 +84,31 @@ def build_output_parser(
     ``"none"`` turns either off. Without tools in the request no tool calls are parsed.
     """
     from .reasoning import THINK_OPEN, ThinkParser
+    from .structured import build_constraint, tool_format
     from .tool_parsers import (
         ForcedToolParser,
         HermesToolParser,
         Llama3JsonToolParser,
         ToolCatalog,
-        detect_tool_parser,
         forces_tool_call,
     )
 
+    def tool_parser(kind: str) -> OutputParser | None:
+        catalog = ToolCatalog(request.tools or [])
+        if kind == "llama3_json":
+            return Llama3JsonToolParser(catalog)
+        if kind == "json":
+            return ForcedToolParser(catalog)
+        return None if kind == "none" else HermesToolParser(catalog)
+
     if forces_tool_call(request):
-        # Structured output made the whole answer one JSON value: no room for thinking.
-        return ChainedParser(None, ForcedToolParser(ToolCatalog(request.tools or [])))
+        constraint = build_constraint(request, chat_template, entry)
+        kind = constraint.tool_format if constraint and constraint.tool_format else "json"
+        # The grammar holds the answer from its first token: there is no room for thinking.
+        return ChainedParser(None, tool_parser(kind))
     tools: OutputParser | None = None
     if request.tools and request.tool_choice != "none":
-        kind = (entry.tool_parser if entry else None) or detect_tool_parser(chat_template)
-        catalog = ToolCatalog(request.tools)
-        if kind == "llama3_json":
-            tools = Llama3JsonToolParser(catalog)
-        elif kind != "none":
-            tools = HermesToolParser(catalog)
+        tools = tool_parser(tool_format(chat_template, entry))
     reasoning: OutputParser | None = None
     if (entry.reasoning_parser if entry else None) != "none":
         # Only an answer that starts with <think> (or a prompt that opened it) has reasoning,
