@@ -122,7 +122,7 @@ def test_streaming_matches_non_streaming_text_and_usage(
     usage_chunk = chunks[-1]
     assert usage_chunk["choices"] == []
     assert whole.usage is not None
-    assert usage_chunk["usage"] == whole.usage.model_dump()
+    assert usage_chunk["usage"] == whole.usage.model_dump(exclude_none=True)
 
 
 def test_openai_sdk_streaming(client: openai.OpenAI) -> None:

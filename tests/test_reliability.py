@@ -264,7 +264,6 @@ def test_sigterm_lets_a_running_stream_finish(server_factory: Any, smollm2_gguf:
         live.process.send_signal(signal.SIGTERM)
         rest = list(lines)
     assert rest[-1] == "data: [DONE]" or "data: [DONE]" in rest
-    started = time.monotonic()
-    assert live.process.wait(30) == 0
-    assert time.monotonic() - started < 30
+    # uvicorn re-raises SIGTERM after its graceful shutdown; systemd counts that as clean.
+    assert live.process.wait(30) in (0, -signal.SIGTERM)
     assert "ov-llm-server stopped" in live.log()
