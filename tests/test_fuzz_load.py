@@ -10,10 +10,10 @@ import httpx
 import psutil
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from live_server import LiveServer
+from schemathesis import GenerationMode
 from tiny_model import DIALOGUES
 
 
