@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+
 from live_server import LiveServer, write_registry
 from tiny_model import DIALOGUES
 

@@ -12,8 +12,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from live_server import LiveServer
 from schemathesis import GenerationMode
+
+from live_server import LiveServer
 from tiny_model import DIALOGUES
 
 

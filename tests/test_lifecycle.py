@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
+
 from live_server import LiveServer
 from tiny_model import DIALOGUES
 
@@ -108,3 +110,19 @@ def test_non_streaming_request_is_cancelled_when_the_client_leaves(
     assert time.monotonic() - left_at < 10
     tokens = int(line.split("completion_tokens=")[1].split()[0])
     assert tokens < 1000, line
+
+
+def test_unloading_gives_memory_back(server_factory: Any, smollm2_gguf: Path) -> None:
+    live = server_factory({}, OV_MODEL_PATH=str(smollm2_gguf), OV_IDLE_UNLOAD_SECONDS="2")
+    assert live.process is not None
+    process = psutil.Process(live.process.pid)
+    before = process.memory_info().rss
+    body = {"model": "smol", "messages": HELLO, "max_tokens": 4}
+    assert httpx.post(f"{live.v1}/chat/completions", json=body, timeout=120).status_code == 200
+    loaded_rss = process.memory_info().rss
+    grown = loaded_rss - before
+    assert grown > 50 * 2**20  # the model really took memory
+    live.wait_for_log("model unloaded name=smol", timeout=20)
+    time.sleep(0.5)
+    after = process.memory_info().rss
+    assert after < loaded_rss - grown / 2, (before, loaded_rss, after)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+
 from live_server import LiveServer, write_registry
 from ov_llm_server.app import create_app
 from ov_llm_server.settings import Settings
