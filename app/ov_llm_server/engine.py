@@ -51,6 +51,7 @@ class SamplingParams:
     repetition_penalty: float | None = None
     stop: tuple[str, ...] = ()
     json_schema: str | None = None
+    grammar: str | None = None  # EBNF; takes precedence over json_schema
     min_new_tokens: int | None = None
     ignore_eos: bool = False
 
@@ -295,7 +296,9 @@ class Engine:
             cfg.min_new_tokens = params.min_new_tokens
         if params.ignore_eos:
             cfg.ignore_eos = True
-        if params.json_schema is not None:
+        if params.grammar is not None:
+            cfg.structured_output_config = og.StructuredOutputConfig(grammar=params.grammar)
+        elif params.json_schema is not None:
             cfg.structured_output_config = og.StructuredOutputConfig(json_schema=params.json_schema)
         return cfg
 

@@ -17,7 +17,7 @@ from . import errors
 from .engine import Engine, GenerationStream, SamplingParams, StreamEvent, TemplateError
 from .metrics import Metrics
 from .model_manager import ModelManager, ResolvedModel
-from .parsing import OutputParser, ParsedDelta
+from .parsing import OutputParser, ParsedDelta, build_output_parser
 from .protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -31,6 +31,7 @@ from .protocol import (
     now,
 )
 from .settings import Settings
+from .structured import Constraint, build_constraint, check_tool_choice
 
 log = logging.getLogger("ov_llm_server.requests")
 
@@ -74,12 +75,11 @@ class ChatService:
         try:
             self._check(body)
             resolved, engine = await self.models.get(body.model)
-            stream = await self._submit(body, resolved, engine, call)
+            stream, parser = await self._submit(body, resolved, engine, call)
         except errors.APIError as exc:
             call.status = exc.status
             self._finish_log(call)
             raise
-        parser = OutputParser()
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
@@ -109,6 +109,7 @@ class ChatService:
                             "this server takes text only",
                             param=f"messages.{i}.content",
                         )
+        check_tool_choice(body)
         requested = body.requested_max_tokens()
         if requested is not None and requested > self.settings.max_tokens_limit:
             raise errors.bad_request(
@@ -119,7 +120,7 @@ class ChatService:
 
     async def _submit(
         self, body: ChatCompletionRequest, resolved: ResolvedModel, engine: Engine, call: _Call
-    ) -> GenerationStream:
+    ) -> tuple[GenerationStream, OutputParser]:
         if engine.wedged:
             raise errors.unavailable(
                 f"Model '{body.model}' is failing: {engine.last_error}", code="engine_unhealthy"
@@ -129,7 +130,7 @@ class ChatService:
         if body.tools and body.tool_choice != "none":
             tools = [tool.model_dump(exclude_none=True) for tool in body.tools]
         try:
-            input_ids = await asyncio.to_thread(_render_and_encode, engine, messages, tools)
+            prompt, input_ids = await asyncio.to_thread(_render_and_encode, engine, messages, tools)
         except TemplateError as exc:
             raise errors.bad_request(
                 f"The model's chat template cannot render these messages: {exc}",
@@ -150,7 +151,9 @@ class ChatService:
             max_new = min(max_new, room)
         if engine.in_flight >= self.settings.max_queue:
             raise errors.overloaded(body.model)
-        return engine.submit(input_ids, _sampling(body, max_new))
+        constraint = build_constraint(body, engine.chat_template, resolved.entry)
+        parser = build_output_parser(engine.chat_template, resolved.entry, body, prompt=prompt)
+        return engine.submit(input_ids, _sampling(body, max_new, constraint)), parser
 
     # ------------------------------------------------------------ non-streaming
 
@@ -302,8 +305,9 @@ class ChatService:
 
 def _render_and_encode(
     engine: Engine, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
-) -> Any:
-    return engine.encode(engine.render_prompt(messages, tools))
+) -> tuple[str, Any]:
+    prompt = engine.render_prompt(messages, tools)
+    return prompt, engine.encode(prompt)
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:
@@ -338,18 +342,9 @@ def _arguments_object(arguments: str | dict[str, Any]) -> Any:
         return arguments
 
 
-def _sampling(body: ChatCompletionRequest, max_new_tokens: int) -> SamplingParams:
-    schema = None
-    if body.response_format is not None:
-        if body.response_format.type == "json_object":
-            schema = json.dumps({"type": "object"})
-        elif body.response_format.type == "json_schema":
-            spec = body.response_format.json_schema
-            if spec is None or spec.schema_ is None:
-                raise errors.bad_request(
-                    "response_format json_schema needs a 'schema'", param="response_format"
-                )
-            schema = json.dumps(spec.schema_)
+def _sampling(
+    body: ChatCompletionRequest, max_new_tokens: int, constraint: Constraint | None
+) -> SamplingParams:
     return SamplingParams(
         max_new_tokens=max_new_tokens,
         temperature=body.temperature,
@@ -360,7 +355,8 @@ def _sampling(body: ChatCompletionRequest, max_new_tokens: int) -> SamplingParam
         frequency_penalty=body.frequency_penalty,
         repetition_penalty=body.repetition_penalty,
         stop=tuple(body.stop or ()),
-        json_schema=schema,
+        json_schema=constraint.json_schema if constraint else None,
+        grammar=constraint.grammar if constraint else None,
         min_new_tokens=body.min_tokens,
         ignore_eos=body.ignore_eos,
     )
