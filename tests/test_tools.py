@@ -1,0 +1,309 @@
+"""Tool calls, reasoning and structured output end to end, on the tiny model's dialogues."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from live_server import LiveServer
+from tiny_model import DIALOGUES, TOOLS
+
+MODEL = "tiny-int8"
+WEATHER_ARGS = '{"city": "Paris"}'
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0)
+
+
+def body(name: str, **extra: Any) -> dict[str, Any]:
+    dialogue = DIALOGUES[name]
+    out: dict[str, Any] = {"model": MODEL, "messages": copy.deepcopy(dialogue["messages"])}
+    if dialogue["tools"]:
+        out["tools"] = TOOLS
+    out.update(extra)
+    return out
+
+
+def sse(server: LiveServer, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
+    events = []
+    with httpx.stream("POST", f"{server.v1}/chat/completions", json=payload, timeout=120) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                data = line[len("data: ") :]
+                events.append({"done": True} if data == "[DONE]" else json.loads(data))
+    assert events[-1] == {"done": True}
+    return events[:-1]
+
+
+def joined(events: list[dict[str, Any]], key: str) -> str:
+    return "".join(e["choices"][0]["delta"].get(key) or "" for e in events if e["choices"])
+
+
+def streamed_calls(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Tool calls accumulated the way clients do: by index, first delta carries id and name."""
+    calls: dict[int, dict[str, Any]] = {}
+    for event in events:
+        for delta in (
+            (event["choices"][0]["delta"].get("tool_calls") or []) if event["choices"] else []
+        ):
+            index = delta["index"]
+            if index not in calls:
+                assert delta["id"].startswith("call_")
+                assert delta["type"] == "function"
+                assert delta["function"]["name"]
+                calls[index] = {
+                    "id": delta["id"],
+                    "name": delta["function"]["name"],
+                    "arguments": "",
+                }
+            else:
+                assert "id" not in delta and "name" not in delta["function"]
+            calls[index]["arguments"] += delta["function"].get("arguments") or ""
+    return calls
+
+
+def finish_reason(events: list[dict[str, Any]]) -> str | None:
+    reasons = [e["choices"][0]["finish_reason"] for e in events if e["choices"]]
+    assert all(r is None for r in reasons[:-1])
+    return reasons[-1]
+
+
+# ---------------------------------------------------------------- the memorised tool dialogue
+
+
+def test_tool_call(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(**body("D_TOOL"))
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.tool_calls is not None and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0]
+    assert call.type == "function"
+    assert call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert call.function.arguments == WEATHER_ARGS
+
+
+def test_tool_call_streamed(server: LiveServer, client: openai.OpenAI) -> None:
+    events = sse(server, body("D_TOOL"))
+    assert joined(events, "content") == ""
+    calls = streamed_calls(events)
+    assert list(calls) == [0]
+    assert calls[0]["name"] == "get_weather"
+    assert calls[0]["arguments"] == WEATHER_ARGS
+    assert finish_reason(events) == "tool_calls"
+    usage = events[-1]["usage"]
+    assert events[-1]["choices"] == []
+    plain = client.chat.completions.create(**body("D_TOOL"))
+    assert plain.usage is not None
+    assert usage == plain.usage.model_dump(exclude_none=True)
+
+
+def test_tool_result_then_answer(server: LiveServer, client: openai.OpenAI) -> None:
+    # The history the client sends back: the assistant's call (content null) and the result.
+    response = client.chat.completions.create(**body("D_TOOL_RESULT"))
+    assert response.choices[0].message.content == DIALOGUES["D_TOOL_RESULT"]["answer"]
+    assert response.choices[0].message.tool_calls is None
+    assert response.choices[0].finish_reason == "stop"
+    events = sse(server, body("D_TOOL_RESULT"))
+    assert joined(events, "content") == "It is 21 degrees in Paris."
+    assert finish_reason(events) == "stop"
+
+
+def test_full_round_trip_with_the_servers_own_call(client: openai.OpenAI) -> None:
+    """Call, run the tool, send the server's own call back, get the answer."""
+    first = client.chat.completions.create(**body("D_TOOL"))
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    messages: list[Any] = [
+        *DIALOGUES["D_TOOL"]["messages"],
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21})},
+    ]
+    second = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS)  # type: ignore[arg-type]
+    assert second.choices[0].message.content == "It is 21 degrees in Paris."
+
+
+def test_parallel_calls(server: LiveServer, client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(**body("D_PARALLEL"))
+    assert response.choices[0].finish_reason == "tool_calls"
+    calls = response.choices[0].message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        ("get_weather", '{"city": "Paris"}'),
+        ("get_weather", '{"city": "Rome"}'),
+    ]
+    assert calls[0].id != calls[1].id
+    assert response.choices[0].message.content is None
+    events = sse(server, body("D_PARALLEL"))
+    streamed = streamed_calls(events)
+    assert list(streamed) == [0, 1]
+    assert [json.loads(c["arguments"]) for c in streamed.values()] == [
+        {"city": "Paris"},
+        {"city": "Rome"},
+    ]
+    assert joined(events, "content") == ""
+    assert finish_reason(events) == "tool_calls"
+
+
+def test_sdk_stream_helper_accumulates_tool_calls(client: openai.OpenAI) -> None:
+    with client.chat.completions.stream(**body("D_PARALLEL")) as stream:
+        done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+        final = stream.get_final_completion()
+    assert [(e.index, e.name, e.arguments) for e in done] == [
+        (0, "get_weather", '{"city": "Paris"}'),
+        (1, "get_weather", '{"city": "Rome"}'),
+    ]
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [json.loads(c.function.arguments) for c in message.tool_calls or []] == [
+        {"city": "Paris"},
+        {"city": "Rome"},
+    ]
+
+
+def test_cut_off_call_is_returned_as_content(server: LiveServer, client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(**body("D_TOOL", max_tokens=6))
+    choice = response.choices[0]
+    assert choice.finish_reason == "length"
+    assert choice.message.tool_calls is None
+    assert choice.message.content and choice.message.content.startswith("<tool_call>")
+    assert DIALOGUES["D_TOOL"]["answer"].startswith(choice.message.content)
+    events = sse(server, body("D_TOOL", max_tokens=6))
+    assert joined(events, "content") == choice.message.content
+    assert finish_reason(events) == "length"
+
+
+def test_tool_choice_none_gives_no_calls(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(**body("D_TOOL", tool_choice="none", max_tokens=30))
+    assert response.choices[0].message.tool_calls is None
+    assert response.choices[0].finish_reason in ("stop", "length")
+
+
+def test_without_tools_tags_stay_content(client: openai.OpenAI) -> None:
+    """The same memorised text, but the request has no tools: nothing is parsed as a call."""
+    request = body("D_TOOL")
+    del request["tools"]
+    response = client.chat.completions.create(**request, max_tokens=40)
+    assert response.choices[0].message.tool_calls is None
+    assert response.choices[0].finish_reason != "tool_calls"
+
+
+# ---------------------------------------------------------------- reasoning
+
+
+def test_think_goes_to_reasoning_content(server: LiveServer) -> None:
+    response = httpx.post(f"{server.v1}/chat/completions", json=body("D_THINK"), timeout=60)
+    message = response.json()["choices"][0]["message"]
+    assert message["reasoning_content"] == "2 plus 2 is 4."
+    assert message["content"] == "The answer is 4."
+    events = sse(server, body("D_THINK"))
+    assert joined(events, "reasoning_content") == "2 plus 2 is 4."
+    assert joined(events, "content") == "The answer is 4."
+    assert finish_reason(events) == "stop"
+
+
+# ---------------------------------------------------------------- forced calls and JSON
+
+
+@pytest.mark.parametrize(
+    "choice",
+    ["required", {"type": "function", "function": {"name": "get_weather"}}],
+    ids=["required", "named"],
+)
+def test_forced_call_on_a_prompt_that_would_not_call(
+    server: LiveServer, client: openai.OpenAI, choice: Any
+) -> None:
+    # Unforced, the model answers D_HELLO with a greeting even when tools are offered.
+    request = body("D_HELLO", tools=TOOLS, tool_choice=choice, max_tokens=60)
+    response = client.chat.completions.create(**request)
+    choice_ = response.choices[0]
+    assert choice_.finish_reason == "tool_calls", choice_.message
+    calls = choice_.message.tool_calls or []
+    assert len(calls) >= 1
+    for call in calls:
+        assert call.function.name == "get_weather"
+        arguments = json.loads(call.function.arguments)
+        assert set(arguments) == {"city"} and isinstance(arguments["city"], str)
+    events = sse(server, request)
+    streamed = streamed_calls(events)
+    assert [c["arguments"] for c in streamed.values()] == [c.function.arguments for c in calls]
+    assert finish_reason(events) == "tool_calls"
+
+
+def test_unforced_hello_with_tools_does_not_call(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(**body("D_HELLO", tools=TOOLS, max_tokens=40))
+    assert response.choices[0].message.tool_calls is None
+
+
+def test_forced_single_call_is_one_call(client: openai.OpenAI) -> None:
+    request = body("D_HELLO", tools=TOOLS, tool_choice="required", parallel_tool_calls=False)
+    response = client.chat.completions.create(**request, max_tokens=60)
+    assert len(response.choices[0].message.tool_calls or []) == 1
+
+
+DESCRIPTION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 16},
+        "country": {"type": "string", "maxLength": 16},
+        "capital": {"type": "boolean"},
+        "rank": {"type": "integer"},
+    },
+    "required": ["city", "country", "capital"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_json_schema_forces_valid_json(
+    server: LiveServer, client: openai.OpenAI
+) -> None:
+    plain = client.chat.completions.create(**body("D_JSON"))
+    assert plain.choices[0].message.content == "Paris is a city in France."
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "description", "schema": DESCRIPTION_SCHEMA, "strict": True},
+    }
+    request = body("D_JSON", response_format=response_format, max_tokens=80)
+    response = client.chat.completions.create(**request)
+    content = response.choices[0].message.content or ""
+    value = json.loads(content)
+    assert set(value) >= {"city", "country", "capital"}
+    assert isinstance(value["capital"], bool)
+    assert response.choices[0].finish_reason == "stop"
+    events = sse(server, request)
+    assert joined(events, "content") == content
+
+
+def test_response_format_json_object_starts_an_object(client: openai.OpenAI) -> None:
+    request = body("D_JSON", response_format={"type": "json_object"}, max_tokens=20)
+    content = client.chat.completions.create(**request).choices[0].message.content or ""
+    assert content.startswith("{")
+
+
+# ---------------------------------------------------------------- refused requests
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tool_choice": {"type": "function", "function": {"name": "launch_rockets"}}},
+        {"tools": None, "tool_choice": "required"},
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+    ],
+    ids=["unknown-function", "required-without-tools", "schema-missing"],
+)
+def test_impossible_requests_are_400(server: LiveServer, extra: dict[str, Any]) -> None:
+    request = {k: v for k, v in {**body("D_TOOL"), **extra}.items() if v is not None}
+    response = httpx.post(f"{server.v1}/chat/completions", json=request, timeout=60)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] in ("tool_choice", "response_format")
