@@ -3,8 +3,8 @@
 No model hub is reachable, so tests build their own model: a byte-level BPE tokenizer trained on
 local text, a Qwen2.5-style chat template with tool support, and a ~0.5M parameter
 ``Qwen2ForCausalLM`` trained until greedy decoding reproduces every answer in ``DIALOGUES``.
-The result is cached by a hash of this file (and of the converter), so a change to either
-rebuilds it and nothing else does.
+The model is cached by a hash of this file and its IR folders also by a hash of the converter,
+so a change to either rebuilds what depends on it and nothing else does.
 
 Run ``python tests/tiny_model.py`` to build (or find) the cache and print where it is.
 """
@@ -379,12 +379,14 @@ def _export_ir(hf_dir: Path, out_dir: Path, weight_format: str) -> None:
     export_model(hf_dir, out_dir, ExportOptions(weight_format=weight_format))
 
 
-def _source_hash() -> str:
-    digest = hashlib.sha256(Path(__file__).read_bytes())
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+def _converter_hash() -> str:
     import ov_llm_server.convert.export as export_module
 
-    digest.update(Path(export_module.__file__).read_bytes())
-    return digest.hexdigest()[:12]
+    return _file_hash(Path(export_module.__file__))
 
 
 def default_cache_root() -> Path:
@@ -410,9 +412,11 @@ def ensure_tiny_models(cache_root: Path | None = None) -> dict[str, Path]:
     """
     from filelock import FileLock
 
-    root = (cache_root or default_cache_root()) / f"tiny-{_source_hash()}"
+    # Training is the slow part: a converter change re-converts but does not retrain.
+    root = (cache_root or default_cache_root()) / f"tiny-{_file_hash(Path(__file__))}"
     root.mkdir(parents=True, exist_ok=True)
-    paths = {"hf": root / "hf", **{fmt: root / f"ir-{fmt}" for fmt in IR_FORMATS}}
+    converter = _converter_hash()
+    paths = {"hf": root / "hf", **{fmt: root / f"ir-{fmt}-{converter}" for fmt in IR_FORMATS}}
     with FileLock(str(root / ".lock"), timeout=1800):
         if not paths["hf"].is_dir():
             with _building(paths["hf"]) as tmp:

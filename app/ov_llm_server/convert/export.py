@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,16 @@ class ConversionError(Exception):
 
 class MissingExtraError(ConversionError):
     """The ``convert`` extra (optimum-intel and friends) is not installed."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The informative line of a possibly multi-line error (OpenVINO puts it last)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Exception from") and len(lines) > 1:
+        return lines[-1]
+    return lines[0]
 
 
 @dataclass(frozen=True)
@@ -162,36 +173,78 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
     started = time.monotonic()
     log.info("exporting %s (task %s) with optimum-intel", src, options.task)
     try:
-        optimum_export.main_export(
-            model_name_or_path=str(src),
-            output=out,
-            task=options.task,
-            ov_config=ov_config,
-            convert_tokenizer=True,
-            trust_remote_code=options.trust_remote_code,
-            library_name="transformers",
-        )
-        log.info("exported in %.1f s", time.monotonic() - started)
-        if wq_config is not None:
-            step = time.monotonic()
-            log.info("compressing weights to %s with nncf", options.weight_format)
-            # The same second step `optimum-cli export openvino --weight-format` runs.
-            optimum_export._main_quantize(
-                model_name_or_path=str(src),
-                task=options.task,
-                library_name="transformers",
-                quantization_config=wq_config,
-                output=out,
-                cache_dir=None,
-                trust_remote_code=options.trust_remote_code,
-            )
-            log.info("compressed in %.1f s", time.monotonic() - step)
+        with warnings.catch_warnings():
+            # torch.jit tracing warns about every shape-dependent branch; expected here.
+            warnings.filterwarnings("ignore", message=".*[Tt]race.*")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
     except ConversionError:
         raise
     except Exception as exc:
-        raise ConversionError(f"optimum-intel export failed: {type(exc).__name__}: {exc}") from exc
+        raise ConversionError(
+            f"optimum-intel export failed: {type(exc).__name__}: {one_line(exc)}"
+        ) from exc
+    log.info("exported in %.1f s", time.monotonic() - started)
     check_ir_folder(out)
     return settings
+
+
+def export_gguf(gguf_file: Path, out: Path) -> dict[str, Any]:
+    """Convert a GGUF file into IR in ``out`` with openvino_genai's own GGUF reader.
+
+    genai saves the IR next to the file it loaded, so it loads a link placed in ``out``.
+    The GGUF's quantised weights are kept as they are; there is nothing to choose.
+    """
+    import openvino_genai as og
+
+    link = out / gguf_file.name
+    out.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(gguf_file.resolve())
+    started = time.monotonic()
+    log.info("reading %s with openvino_genai and saving it as IR", gguf_file)
+    try:
+        og.LLMPipeline(str(link), "CPU", enable_save_ov_model=True)
+    except Exception as exc:
+        raise ConversionError(
+            f"openvino_genai cannot convert {gguf_file.name}: {one_line(exc)}"
+        ) from exc
+    finally:
+        link.unlink(missing_ok=True)
+    log.info("converted in %.1f s", time.monotonic() - started)
+    check_ir_folder(out)
+    return {"source_format": "gguf"}
+
+
+def _run_optimum(
+    optimum_export: Any,
+    src: Path,
+    out: Path,
+    options: ExportOptions,
+    ov_config: Any,
+    wq_config: Any,
+) -> None:
+    """What ``optimum-cli export openvino`` runs: export, then compress the weights."""
+    optimum_export.main_export(
+        model_name_or_path=str(src),
+        output=out,
+        task=options.task,
+        ov_config=ov_config,
+        convert_tokenizer=True,
+        trust_remote_code=options.trust_remote_code,
+        library_name="transformers",
+    )
+    if wq_config is None:
+        return
+    log.info("compressing weights to %s with nncf", options.weight_format)
+    optimum_export._main_quantize(
+        model_name_or_path=str(src),
+        task=options.task,
+        library_name="transformers",
+        quantization_config=wq_config,
+        output=out,
+        cache_dir=None,
+        trust_remote_code=options.trust_remote_code,
+    )
 
 
 def missing_files(folder: Path) -> list[str]:
@@ -213,6 +266,7 @@ def check_ir_folder(folder: Path) -> None:
 
 def chat_template_of(folder: Path) -> str | None:
     import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (registers the tokenizer ops read_model needs)
 
     model = ov.Core().read_model(folder / "openvino_tokenizer.xml")
     if not model.has_rt_info("chat_template"):
