@@ -7,6 +7,13 @@ import json
 from .registry import RegistryWatcher
 from .settings import Settings
 
+CAPABILITIES = (
+    "supports_function_calling",
+    "supports_parallel_function_calling",
+    "supports_tool_choice",
+    "supports_response_schema",
+)
+
 
 def render_config(settings: Settings, api_base: str | None = None) -> str:
     base = api_base or f"http://{settings.host}:{settings.port}/v1"
@@ -25,6 +32,10 @@ def render_config(settings: Settings, api_base: str | None = None) -> str:
             f"      model: {json.dumps('openai/' + name)}",
             f"      api_base: {json.dumps(base)}",
             f"      api_key: {json.dumps(key)}",
+            # What this server does for every model, so LiteLLM (and clients asking it
+            # through /model/info) do not drop or refuse tools and response_format.
+            "    model_info:",
+            *(f"      {flag}: true" for flag in CAPABILITIES),
         ]
     if not names:
         lines[0] = "model_list: []"
