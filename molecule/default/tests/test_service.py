@@ -1,0 +1,73 @@
+"""The running service: HTTP API, journal lines, and systemd bringing it back after a crash."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from conftest import SERVICE, http
+
+MODEL = "smollm2-135m-instruct"
+
+
+def test_listening(host):
+    assert host.socket("tcp://127.0.0.1:8000").is_listening
+
+
+def test_health(host):
+    status, body = http(host, "GET", "/health")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["device"] == "CPU"
+
+
+def test_models_lists_the_registered_model(host):
+    status, body = http(host, "GET", "/v1/models")
+    assert status == 200
+    assert MODEL in [model["id"] for model in body["data"]]
+
+
+def test_chat_completion(host):
+    # The first request loads the model (several seconds on two cores).
+    status, body = http(
+        host,
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16},
+        timeout=300,
+    )
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"].strip()
+
+
+def test_journal_has_startup_and_request_lines(host):
+    journal = host.check_output(f"journalctl -u {SERVICE} --no-pager -o cat")
+    assert re.search(r"ov-llm-server starting .*device=CPU .*registry=\S+ .*fallback_model=", journal)
+    assert re.search(
+        rf"completion request_id=\S+ model={MODEL} client=\S+ latency_ms=[\d.]+", journal
+    )
+
+
+def _main_pid(host) -> int:
+    return int(host.check_output(f"systemctl show {SERVICE} --property=MainPID --value"))
+
+
+def test_restarted_after_kill(host):
+    before = _main_pid(host)
+    assert before > 0
+    host.check_output(f"kill -9 {before}")
+    deadline = time.monotonic() + 90
+    after = 0
+    while time.monotonic() < deadline:
+        after = _main_pid(host)
+        if after not in (0, before) and host.service(SERVICE).is_running:
+            try:
+                status, body = http(host, "GET", "/health", timeout=5)
+            except AssertionError:
+                status, body = 0, None
+            if status == 200 and body["status"] == "ok":
+                break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"{SERVICE} did not come back after kill -9 of {before} (MainPID {after})")
+    assert after != before

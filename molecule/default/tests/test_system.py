@@ -1,0 +1,190 @@
+"""What the site playbook leaves on the host: packages, user, files, the unit and its sandbox."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+SERVICE = "ov-server"
+USER = "ov-server"
+GROUP = "ov-server"
+VENV = "/opt/ov-llm-server/venv"
+MODELS = "/var/lib/ov-server/models"
+REGISTRY = f"{MODELS}/converted_models/registry.json"
+ENV_FILE = "/etc/homelab-llm/ov-server.env"
+UNIT_FILE = "/etc/systemd/system/ov-server.service"
+MODEL_NAME = "smollm2-135m-instruct"
+
+# Debian trixie's share of the GPU runtime (roles/intel_gpu_runtime/vars/Debian-13.yml).
+GPU_PACKAGES = ["libze1", "ocl-icd-libopencl1", "clinfo"]
+
+PINNED = {
+    "openvino": "2026.4.1",
+    "openvino-genai": "2026.4.1.0",
+    "openvino-tokenizers": "2026.4.1.0",
+}
+
+
+@pytest.mark.parametrize("name", GPU_PACKAGES + ["python3", "python3-venv"])
+def test_package_installed(host, name):
+    assert host.package(name).is_installed
+
+
+def test_no_intel_icd_on_trixie(host):
+    # trixie has no intel-opencl-icd: the role must not pretend otherwise.
+    assert not host.package("intel-opencl-icd").is_installed
+
+
+def test_service_user(host):
+    user = host.user(USER)
+    assert user.exists
+    assert user.shell == "/usr/sbin/nologin"
+    assert user.home == "/var/lib/ov-server"
+    assert user.group == GROUP
+    assert user.uid < 1000
+    assert {"render", "video"} <= set(user.groups)
+
+
+@pytest.mark.parametrize(
+    ("path", "owner", "group", "mode"),
+    [
+        ("/var/lib/ov-server", USER, GROUP, 0o750),
+        (MODELS, USER, GROUP, 0o2750),
+        (f"{MODELS}/converted_models", USER, GROUP, 0o2750),
+        (f"{MODELS}/og_models", USER, GROUP, 0o2750),
+        ("/etc/homelab-llm", "root", GROUP, 0o750),
+        ("/opt/ov-llm-server", "root", "root", 0o755),
+        ("/var/cache/ov-server", USER, GROUP, 0o750),
+    ],
+)
+def test_directory(host, path, owner, group, mode):
+    directory = host.file(path)
+    assert directory.is_directory
+    assert directory.user == owner
+    assert directory.group == group
+    assert directory.mode == mode
+
+
+def test_registry_kept(host):
+    # prepare.yml registered the test model; the role creates a registry only when there is none.
+    registry = json.loads(host.file(REGISTRY).content_string)
+    assert registry["version"] == 1
+    assert registry["models"][MODEL_NAME] == {
+        "path": f"{MODELS}/converted_models/{MODEL_NAME}/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "task": "text-generation-with-past",
+        "weight_format": "q4_1",
+    }
+
+
+def test_env_file(host):
+    env = host.file(ENV_FILE)
+    assert env.is_file
+    assert env.user == "root"
+    assert env.group == GROUP
+    assert env.mode == 0o640
+    content = env.content_string
+    assert content.startswith("#")
+    settings = dict(
+        line.split("=", 1) for line in content.splitlines() if line and not line.startswith("#")
+    )
+    assert settings == {
+        "OV_HOST": "127.0.0.1",
+        "OV_PORT": "8000",
+        "OV_DEVICE": "CPU",
+        "OV_REGISTRY_PATH": REGISTRY,
+        "OV_MODELS_DIR": MODELS,
+        "OV_LOG_LEVEL": "INFO",
+        "OV_CACHE_DIR": "/var/cache/ov-server",
+        "OV_MAX_LOADED_MODELS": "2",
+        "OV_MAX_QUEUE": "32",
+    }
+    # Settings left to the service's default are documented, commented out.
+    for name in ("OV_FALLBACK_DEVICE", "OV_MODEL_PATH", "OV_API_KEY", "OV_PRELOAD_MODELS", "OV_KV_CACHE_PRECISION"):
+        assert re.search(rf"^# {name}=", content, re.MULTILINE), name
+
+
+def test_unit_file(host):
+    unit = host.file(UNIT_FILE)
+    assert unit.user == "root"
+    assert unit.group == "root"
+    assert unit.mode == 0o644
+    assert unit.content_string.startswith("#")
+    assert f"ExecStart={VENV}/bin/ov-llm-server" in unit.content_string
+
+
+def test_service_enabled_and_running(host):
+    service = host.service(SERVICE)
+    assert service.is_enabled
+    assert service.is_running
+
+
+EXPECTED_PROPERTIES = {
+    "User": USER,
+    "Group": GROUP,
+    "SupplementaryGroups": "render video",
+    "EnvironmentFiles": f"{ENV_FILE} (ignore_errors=no)",
+    "Restart": "on-failure",
+    "TimeoutStopUSec": "30s",
+    "UMask": "0027",
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "",
+    "AmbientCapabilities": "",
+    "ProtectSystem": "strict",
+    "ReadWritePaths": MODELS,
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "no",
+    "DevicePolicy": "closed",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectProc": "invisible",
+    "RestrictNamespaces": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "SystemCallArchitectures": "native",
+    # OpenVINO's CPU plugin maps JIT code executable: W^X would break model loading.
+    "MemoryDenyWriteExecute": "no",
+    "CacheDirectory": "ov-server",
+}
+
+
+def test_unit_properties(host):
+    names = ",".join([*EXPECTED_PROPERTIES, "DeviceAllow"])
+    shown = host.check_output(f"systemctl show {SERVICE} --property={names}")
+    properties: dict[str, list[str]] = {}
+    for line in shown.splitlines():
+        key, _, value = line.partition("=")
+        properties.setdefault(key, []).append(value)
+    actual = {key: properties[key][0] for key in EXPECTED_PROPERTIES}
+    assert actual == EXPECTED_PROPERTIES
+    assert "char-drm rw" in properties["DeviceAllow"]
+
+
+def test_security_exposure(host):
+    report = host.check_output(f"systemd-analyze security {SERVICE}.service --no-pager")
+    exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", report).group(1))
+    assert exposure <= 3.0, report
+
+
+def test_venv_has_pinned_versions(host):
+    frozen = host.check_output(f"{VENV}/bin/python -m pip freeze --disable-pip-version-check")
+    installed = dict(line.split("==", 1) for line in frozen.splitlines() if "==" in line)
+    for name, version in PINNED.items():
+        assert installed.get(name) == version, name
+    # Installed from the copied checkout: "ov-llm-server @ file:///opt/ov-llm-server/src".
+    assert re.search(r"^ov-llm-server @ file:///opt/ov-llm-server/src$", frozen, re.MULTILINE)
+    # The conversion extra is off in this scenario: no torch.
+    assert "torch" not in installed
+
+
+def test_convert_cli_on_path(host):
+    link = host.file("/usr/local/bin/ov-convert-model")
+    assert link.is_symlink
+    assert link.linked_to == f"{VENV}/bin/ov-convert-model"
+    assert host.run("ov-convert-model --help").rc == 0
