@@ -44,6 +44,7 @@ def test_health_reports_device_registry_and_versions(server: LiveServer) -> None
     body = httpx.get(f"{server.base_url}/health").json()
     assert body["status"] == "ok"
     assert body["device"] == "CPU"
+    assert "CPU" in body["available_devices"]
     assert body["registry_count"] == 2
     assert isinstance(body["loaded_models"], list)
     assert body["openvino_version"].startswith("2026.4")

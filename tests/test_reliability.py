@@ -226,6 +226,7 @@ def test_fallback_device_is_used_and_reported(
     card = httpx.get(f"{live.v1}/models/tiny-int8").json()
     assert card["device"] == "CPU"
     live.wait_for_log("retrying on fallback device CPU")
+    live.wait_for_log("device GPU is not available")
 
 
 def test_without_fallback_a_missing_device_is_503(

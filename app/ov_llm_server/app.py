@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import __version__
-from .engine import openvino_version
+from .engine import available_devices, openvino_version
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -45,6 +46,21 @@ def create_app(settings: Settings) -> FastAPI:
         )
         if snapshot.error:
             log.warning("registry: %s", snapshot.error)
+        # Enumerating devices initialises the GPU plugin: once, off the event loop.
+        app.state.available_devices = await asyncio.to_thread(available_devices)
+        log.info("openvino devices: %s", ", ".join(app.state.available_devices) or "none")
+        wanted = settings.device.split(".")[0].split(":")[0]
+        if wanted not in ("AUTO", "HETERO", "MULTI") and not any(
+            d.startswith(wanted) for d in app.state.available_devices
+        ):
+            log.warning(
+                "device %s is not available (OpenVINO sees: %s)%s",
+                settings.device,
+                ", ".join(app.state.available_devices) or "none",
+                f"; models will fall back to {settings.fallback_device}"
+                if settings.fallback_device
+                else "",
+            )
         models.start_idle_unloader()
         await models.preload(settings.preload_models)
         yield
@@ -59,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_key = settings.resolved_api_key()
+    app.state.available_devices = []
     app.state.models = models
     app.state.metrics = metrics
     app.state.chat = ChatService(settings, models, metrics)

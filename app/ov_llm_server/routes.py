@@ -67,6 +67,7 @@ async def health(request: Request, models: Models) -> JSONResponse:
     body: dict[str, Any] = {
         "status": status,
         "device": request.app.state.settings.device,
+        "available_devices": request.app.state.available_devices,
         "devices_in_use": devices_in_use,
         "fallback_device_in_use": any(e.device != models.settings.device for e in loaded),
         "registry_path": str(models.registry.path),
