@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -64,6 +65,12 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.name.endswith(".lock")
     }
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -184,6 +191,8 @@ def test_every_format_is_registered_complete_and_original_moved(converted: Layou
         assert entry.model_extra is not None
         assert entry.model_extra["source"] == str(converted.originals_dir / "tiny")
         assert all((path / name).stat().st_size > 0 for name in REQUIRED_FILES)
+        # The service reads the tree through its group: no mkdtemp-style 0700 folders.
+        assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~current_umask()
     assert not (converted.models_dir / "tiny").exists()
     assert (converted.originals_dir / "tiny" / "config.json").is_file()
     assert workflow.leftover_temporaries(converted) == []

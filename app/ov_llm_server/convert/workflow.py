@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -305,13 +305,26 @@ def convert(layout: Layout, name: str, options: ExportOptions, *, force: bool = 
         lock.release()
 
 
+def _scratch_dir(parent: Path, prefix: str) -> Path:
+    """A new folder with the umask's permissions (mkdtemp's 0700 would hide the model from
+    the service user, who reads the models tree through its group)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise ConversionError(f"cannot create a temporary folder in {parent}")
+
+
 def _convert_locked(layout: Layout, plan: Plan) -> Result:
     started_at = utc_now()
     started = time.monotonic()
     parent = plan.target.parent
     created_parent = not parent.exists()
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{plan.target.name}{TMP_MARKER}", dir=parent))
+    tmp = _scratch_dir(parent, f".{plan.target.name}{TMP_MARKER}")
     backup: Path | None = None
     placed = False
     try:
@@ -342,8 +355,7 @@ def _convert_locked(layout: Layout, plan: Plan) -> Result:
         )
         write_record(tmp, record)
         if plan.target.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{plan.target.name}.old-", dir=parent))
-            backup.rmdir()
+            backup = parent / f".{plan.target.name}.old-{secrets.token_hex(4)}"
             plan.target.rename(backup)
         tmp.rename(plan.target)
         placed = True
