@@ -355,7 +355,6 @@ def _sampling(
         frequency_penalty=body.frequency_penalty,
         repetition_penalty=body.repetition_penalty,
         stop=tuple(body.stop or ()),
-        json_schema=constraint.json_schema if constraint else None,
         grammar=constraint.grammar if constraint else None,
         min_new_tokens=body.min_tokens,
         ignore_eos=body.ignore_eos,

@@ -8,12 +8,11 @@ write plain JSON (one call object, or a list for parallel calls).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .json_grammar import literal, schema_to_grammar
+from .json_grammar import SchemaError, literal, schema_to_grammar
 from .protocol import ChatCompletionRequest, NamedToolChoice
 from .registry import ModelEntry
 from .tool_parsers import (
@@ -28,10 +27,7 @@ from .tool_parsers import (
 
 @dataclass(frozen=True)
 class Constraint:
-    """One of ``grammar`` (EBNF) or ``json_schema`` (a JSON string) is set."""
-
-    grammar: str | None = None
-    json_schema: str | None = None
+    grammar: str  # EBNF for GenAI's structured output
     # For a forced tool call: the format it is written in ("hermes", "llama3_json", "json").
     tool_format: str | None = None
 
@@ -62,10 +58,12 @@ def build_constraint(
     schema = response_schema(request)
     if schema is None:
         return None
-    grammar = schema_to_grammar(schema)
-    if grammar is not None:
-        return Constraint(grammar=grammar)
-    return Constraint(json_schema=json.dumps(schema))
+    try:
+        return Constraint(schema_to_grammar(schema))
+    except SchemaError as exc:
+        raise errors.bad_request(
+            f"response_format schema cannot be enforced: {exc}", param="response_format"
+        ) from exc
 
 
 def _call_schema(request: ChatCompletionRequest, args_key: str) -> dict[str, Any]:
@@ -86,23 +84,20 @@ def _call_schema(request: ChatCompletionRequest, args_key: str) -> dict[str, Any
 
 def _tool_constraint(request: ChatCompletionRequest, fmt: str) -> Constraint:
     several = request.parallel_tool_calls and not isinstance(request.tool_choice, NamedToolChoice)
-    grammar = None
-    if fmt == "hermes":
-        one = f"{literal(HERMES_OPEN + chr(10))} {{value}} {literal(chr(10) + HERMES_CLOSE)}"
-        root = f"{one} ({literal(chr(10))} {one})*" if several else one
-        grammar = schema_to_grammar(_call_schema(request, "arguments"), root)
-    elif fmt == "llama3_json":
-        root = f"{{value}} ({literal('; ')} {{value}})*" if several else "{value}"
-        grammar = schema_to_grammar(_call_schema(request, "parameters"), root)
-    if grammar is not None:
-        return Constraint(grammar=grammar, tool_format=fmt)
-    schema = forced_tool_schema(request)
-    if schema is None:  # not reached: only called for forced calls
-        raise ValueError("no forced tool call")
-    grammar = schema_to_grammar(schema)
-    if grammar is not None:
-        return Constraint(grammar=grammar, tool_format="json")
-    return Constraint(json_schema=json.dumps(schema), tool_format="json")
+    try:
+        if fmt == "hermes":
+            one = f"{literal(HERMES_OPEN + chr(10))} {{value}} {literal(chr(10) + HERMES_CLOSE)}"
+            root = f"{one} ({literal(chr(10))} {one})*" if several else one
+            return Constraint(schema_to_grammar(_call_schema(request, "arguments"), root), fmt)
+        if fmt == "llama3_json":
+            root = f"{{value}} ({literal('; ')} {{value}})*" if several else "{value}"
+            return Constraint(schema_to_grammar(_call_schema(request, "parameters"), root), fmt)
+        schema = forced_tool_schema(request)
+        return Constraint(schema_to_grammar(schema), "json")
+    except SchemaError as exc:
+        raise errors.bad_request(
+            f"a tool's parameters cannot be enforced: {exc}", param="tools"
+        ) from exc
 
 
 def check_tool_choice(request: ChatCompletionRequest) -> None:

@@ -164,11 +164,28 @@ def schema_error(value: Any, schema: Any, where: str = "") -> str | None:
                 if problem is not None:
                     return problem
     if isinstance(value, list):
+        prefix = schema.get("prefixItems")
         items = schema.get("items")
+        if isinstance(items, list):  # the older tuple form
+            prefix, items = items, schema.get("additionalItems")
+        prefix = prefix if isinstance(prefix, list) else []
         for i, item in enumerate(value):
-            problem = schema_error(item, items, f"{here}[{i}]")
+            rule = prefix[i] if i < len(prefix) else items
+            if rule is False:
+                return f"{here}: too many items"
+            problem = schema_error(item, rule, f"{here}[{i}]")
             if problem is not None:
                 return problem
+    size = len(value) if isinstance(value, list | str) else None
+    if size is not None:
+        low_key, high_key = (
+            ("minItems", "maxItems") if isinstance(value, list) else ("minLength", "maxLength")
+        )
+        low, high = schema.get(low_key), schema.get(high_key)
+        if isinstance(low, int) and size < low:
+            return f"{here}: shorter than {low_key} {low}"
+        if isinstance(high, int) and size > high:
+            return f"{here}: longer than {high_key} {high}"
     return None
 
 
