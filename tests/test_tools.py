@@ -297,8 +297,20 @@ def test_response_format_json_object_starts_an_object(client: openai.OpenAI) -> 
         {"tool_choice": {"type": "function", "function": {"name": "launch_rockets"}}},
         {"tools": None, "tool_choice": "required"},
         {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"$ref": "#/$defs/missing"}},
+            }
+        },
+        {
+            "tools": [
+                {"type": "function", "function": {"name": "f", "parameters": {"$ref": "#/x"}}}
+            ],
+            "tool_choice": "required",
+        },
     ],
-    ids=["unknown-function", "required-without-tools", "schema-missing"],
+    ids=["unknown-function", "required-without-tools", "schema-missing", "bad-ref", "bad-tool"],
 )
 def test_impossible_requests_are_400(server: LiveServer, extra: dict[str, Any]) -> None:
     request = {k: v for k, v in {**body("D_TOOL"), **extra}.items() if v is not None}
@@ -306,4 +318,40 @@ def test_impossible_requests_are_400(server: LiveServer, extra: dict[str, Any]) 
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
-    assert error["param"] in ("tool_choice", "response_format")
+    assert error["param"] in ("tool_choice", "response_format", "tools")
+    # Refused before the engine saw it: the model still answers.
+    after = httpx.post(f"{server.v1}/chat/completions", json=body("D_HELLO"), timeout=60)
+    assert after.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
+
+
+# ---------------------------------------------------------------- a real small model
+
+
+def test_smollm2_forced_json_and_call(smol_server: LiveServer) -> None:
+    """SmolLM2's template knows no tools; the grammar still gets a valid call and valid JSON."""
+    smol = openai.OpenAI(base_url=smol_server.v1, api_key="unused", max_retries=0)
+    model = smol.models.list().data[0].id
+    question = [{"role": "user", "content": "What is the weather like in Paris?"}]
+    response = smol.chat.completions.create(
+        model=model,
+        messages=question,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=60,
+    )
+    calls = response.choices[0].message.tool_calls or []
+    assert response.choices[0].finish_reason == "tool_calls", response.choices[0].message
+    assert [c.function.name for c in calls] == ["get_weather"]
+    assert isinstance(json.loads(calls[0].function.arguments)["city"], str)
+    described = smol.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Describe Paris in JSON."}],
+        response_format={  # type: ignore[typeddict-item]
+            "type": "json_schema",
+            "json_schema": {"name": "description", "schema": DESCRIPTION_SCHEMA},
+        },
+        max_tokens=80,
+    )
+    value = json.loads(described.choices[0].message.content or "")
+    assert {"city", "country", "capital"} <= set(value)
