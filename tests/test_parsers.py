@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ov_llm_server.parsing import OutputParser, ParsedDelta, build_output_parser
 from ov_llm_server.protocol import ChatCompletionRequest
 from ov_llm_server.reasoning import ThinkParser
@@ -232,13 +233,14 @@ def test_forced_tool_schema_shapes() -> None:
     )
     assert named is not None
     assert named["properties"]["name"] == {"type": "string", "enum": ["get_time"]}
-    required = forced_tool_schema(request(tools=[WEATHER, TIME], tool_choice="required"))
+    several = request(tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=True)
+    required = forced_tool_schema(several)
     assert required is not None and required["type"] == "array" and required["minItems"] == 1
     assert len(required["items"]["anyOf"]) == 2
-    single = forced_tool_schema(
-        request(tools=[WEATHER], tool_choice="required", parallel_tool_calls=False)
-    )
-    assert single is not None and single["type"] == "object"
+    # One call unless parallel calls were asked for explicitly.
+    for extra in ({}, {"parallel_tool_calls": False}):
+        single = forced_tool_schema(request(tools=[WEATHER], tool_choice="required", **extra))
+        assert single is not None and single["type"] == "object"
     assert single["properties"]["arguments"] == WEATHER["function"]["parameters"]  # type: ignore[index]
 
 

@@ -104,6 +104,10 @@ def test_forced_calls_use_the_models_format() -> None:
     hermes = build_constraint(request(tools=[WEATHER], tool_choice="required"), "<tool_call>", None)
     assert hermes is not None and hermes.tool_format == "hermes" and hermes.grammar
     assert '"<tool_call>\\n"' in hermes.grammar
+    assert ")*" not in hermes.grammar.splitlines()[0]  # one call unless parallel is asked for
+    several = request(tools=[WEATHER], tool_choice="required", parallel_tool_calls=True)
+    parallel = build_constraint(several, "<tool_call>", None)
+    assert parallel is not None and ")*" in parallel.grammar.splitlines()[0]
     llama = build_constraint(
         request(tools=[WEATHER], tool_choice=NAMED), '<|python_tag|> "parameters"', None
     )

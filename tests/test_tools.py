@@ -227,7 +227,7 @@ def test_forced_call_on_a_prompt_that_would_not_call(
     choice_ = response.choices[0]
     assert choice_.finish_reason == "tool_calls", choice_.message
     calls = choice_.message.tool_calls or []
-    assert len(calls) >= 1
+    assert len(calls) == 1
     for call in calls:
         assert call.function.name == "get_weather"
         arguments = json.loads(call.function.arguments)
@@ -247,6 +247,14 @@ def test_forced_single_call_is_one_call(client: openai.OpenAI) -> None:
     request = body("D_HELLO", tools=TOOLS, tool_choice="required", parallel_tool_calls=False)
     response = client.chat.completions.create(**request, max_tokens=60)
     assert len(response.choices[0].message.tool_calls or []) == 1
+
+
+def test_forced_parallel_calls_when_asked_for(client: openai.OpenAI) -> None:
+    request = body("D_PARALLEL", tool_choice="required", parallel_tool_calls=True)
+    response = client.chat.completions.create(**request, max_tokens=80)
+    calls = response.choices[0].message.tool_calls or []
+    assert [c.function.arguments for c in calls] == ['{"city": "Paris"}', '{"city": "Rome"}']
+    assert response.choices[0].finish_reason == "tool_calls"
 
 
 DESCRIPTION_SCHEMA = {

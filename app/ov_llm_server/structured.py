@@ -22,6 +22,7 @@ from .tool_parsers import (
     detect_tool_parser,
     forced_tool_schema,
     forces_tool_call,
+    several_forced_calls,
 )
 
 
@@ -83,7 +84,7 @@ def _call_schema(request: ChatCompletionRequest, args_key: str) -> dict[str, Any
 
 
 def _tool_constraint(request: ChatCompletionRequest, fmt: str) -> Constraint:
-    several = request.parallel_tool_calls and not isinstance(request.tool_choice, NamedToolChoice)
+    several = several_forced_calls(request)
     try:
         if fmt == "hermes":
             one = f"{literal(HERMES_OPEN + chr(10))} {{value}} {literal(chr(10) + HERMES_CLOSE)}"

@@ -378,6 +378,20 @@ def forces_tool_call(request: ChatCompletionRequest) -> bool:
     return bool(request.tools) and (choice == "required" or isinstance(choice, NamedToolChoice))
 
 
+def several_forced_calls(request: ChatCompletionRequest) -> bool:
+    """Whether a forced answer may hold more than one call.
+
+    Only when the client asked for parallel calls explicitly: a small model given the room
+    repeats the same call until max_tokens, and OpenAI's default (parallel allowed) is sent
+    by clients that want one call far more often than by ones that want several.
+    """
+    return (
+        request.parallel_tool_calls
+        and "parallel_tool_calls" in request.model_fields_set
+        and not isinstance(request.tool_choice, NamedToolChoice)
+    )
+
+
 def forced_tool_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
     """A JSON schema that only a valid call (or list of calls) of the chosen tools fits."""
     if not forces_tool_call(request):
@@ -395,6 +409,6 @@ def forced_tool_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
         for tool in chosen_tools(request)
     ]
     call: dict[str, Any] = options[0] if len(options) == 1 else {"anyOf": options}
-    if request.parallel_tool_calls and not isinstance(request.tool_choice, NamedToolChoice):
+    if several_forced_calls(request):
         return {"type": "array", "items": call, "minItems": 1}
     return call
