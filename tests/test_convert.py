@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from ov_llm_server.convert import workflow
+from ov_llm_server.convert.cli import build_parser, main
 from ov_llm_server.convert.export import (
     REQUIRED_FILES,
     ConversionError,
@@ -165,6 +166,31 @@ def test_one_line_keeps_the_informative_line() -> None:
     assert one_line(KeyError()) == "KeyError"
 
 
+def test_command_line_forms() -> None:
+    parsers = build_parser()
+    args = parsers["convert"].parse_args(["a", "b", "--weight-format", "int8,fp16"])
+    assert args.names == ["a", "b"] and args.weight_format == ["int8", "fp16"]
+    assert args.trust_remote_code is False  # only when asked
+    assert parsers["convert"].parse_args(["a", "--trust-remote-code"]).trust_remote_code
+    assert main(["--weight-format", "int3", "x"]) == 2
+    assert main(["--ratio", "1.5", "x"]) == 2
+    assert main(["remove"]) == 2
+
+
+def test_console_script_and_usage_errors(tmp_path: Path) -> None:
+    script = shutil.which("ov-convert-model", path=str(Path(sys.executable).parent))
+    assert script is not None
+    helped = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+    assert helped.returncode == 0 and "--weight-format" in helped.stdout
+    nothing = run_cli("--models-dir", tmp_path)
+    assert nothing.returncode == 2
+    assert "name a model to convert, or use --all" in error_line(nothing)
+    empty = run_cli("--all", "--models-dir", tmp_path)
+    assert empty.returncode == 0
+    listed = run_cli("list", "--models-dir", tmp_path)
+    assert listed.returncode == 0 and "no models in" in listed.stdout
+
+
 # ---------------------------------------------------------------- real conversions
 
 
@@ -264,9 +290,18 @@ def test_cli_list_verify_remove(converted: Layout, tmp_path: Path) -> None:
     kept = run_cli("remove", "tiny-fp16", "--models-dir", root)
     assert kept.returncode == 0
     assert (root / "converted_models" / "tiny" / TASK_DIR.format("fp16")).is_dir()
-    assert sorted(read_registry(root / "converted_models" / "registry.json").models) == [
-        "tiny-int8"
-    ]
+    registry = root / "converted_models" / "registry.json"
+    assert sorted(read_registry(registry).models) == ["tiny-int8"]
+
+    # Files outside converted_models are never deleted; the entry then stays as well.
+    data = json.loads(registry.read_text())
+    data["models"]["keep-me"] = KEEP_ME
+    registry.write_text(json.dumps(data))
+    outside = run_cli("remove", "keep-me", "--delete-files", "--models-dir", root)
+    assert outside.returncode == 1
+    assert "will not delete /srv/elsewhere/keep" in error_line(outside)
+    assert "keep-me" in read_registry(registry).models
+    assert run_cli("remove", "keep-me", "--models-dir", root).returncode == 0
     unknown = run_cli("remove", "nope", "--models-dir", root)
     assert unknown.returncode == 1
     assert "'nope' is not in the registry" in error_line(unknown)

@@ -409,15 +409,32 @@ def _convert_locked(layout: Layout, plan: Plan) -> Result:
 # ---------------------------------------------------------------- registry maintenance
 
 
+def _deletable(layout: Layout, name: str, entry: ModelEntry) -> Path:
+    path = resolve_model_path(layout.registry_path, entry).resolve()
+    converted = layout.converted_dir.resolve()
+    if not path.is_relative_to(converted) or path == converted:
+        raise ConversionError(
+            f"{name}: will not delete {path}, it is not below {converted} "
+            "(remove the entry without --delete-files)"
+        )
+    return path
+
+
 def remove_entry(layout: Layout, name: str, *, delete_files: bool = False) -> ModelEntry:
-    """Drop ``name`` from the registry; with ``delete_files`` also its folder (if ours)."""
+    """Drop ``name`` from the registry; with ``delete_files`` also its folder.
+
+    Files are deleted only below ``converted_models``; an entry pointing elsewhere is refused
+    as a whole, so the registry and the files never disagree.
+    """
     removed: list[ModelEntry] = []
 
     def drop(data: RegistryData) -> None:
-        entry = data.models.pop(name, None)
+        entry = data.models.get(name)
         if entry is None:
             raise ConversionError(f"{name!r} is not in the registry {layout.registry_path}")
-        removed.append(entry)
+        if delete_files:
+            _deletable(layout, name, entry)
+        removed.append(data.models.pop(name))
 
     try:
         update_registry(layout.registry_path, drop)
@@ -425,12 +442,7 @@ def remove_entry(layout: Layout, name: str, *, delete_files: bool = False) -> Mo
         raise ConversionError(str(exc)) from exc
     entry = removed[0]
     if delete_files:
-        path = resolve_model_path(layout.registry_path, entry).absolute()
-        converted = layout.converted_dir.absolute()
-        if not path.is_relative_to(converted) or path == converted:
-            raise ConversionError(
-                f"removed {name} from the registry but kept {path}: it is not under {converted}"
-            )
+        path = _deletable(layout, name, entry)
         shutil.rmtree(path, ignore_errors=True)
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # the model's folder, once its last format is gone
