@@ -316,7 +316,7 @@ def test_cli_list_verify_remove(converted: Layout, tmp_path: Path) -> None:
 def test_dry_run_changes_nothing(tmp_path: Path, tiny_hf_model: Path) -> None:
     layout = new_root(tmp_path, tiny_hf_model, "tiny")
     before = snapshot(tmp_path)
-    result = run_cli("tiny", "--weight-format", "int8,fp16", "--dry-run", "--models-dir", tmp_path)
+    result = run_cli("tiny/", "--weight-format", "int8,fp16", "--dry-run", "--models-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "register tiny-int8" in result.stdout and "register tiny-fp16" in result.stdout
     assert f"move the original to {layout.originals_dir / 'tiny'}" in result.stdout

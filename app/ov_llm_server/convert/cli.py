@@ -168,9 +168,15 @@ def _layout(args: argparse.Namespace) -> Layout:
     return Layout.from_settings(Settings(), models_dir=models_dir, registry_path=registry)
 
 
+def _model_name(text: str) -> str:
+    """What shell completion gives (``benny-clean/``, ``smol.gguf``) is the model's name."""
+    name = text.rstrip("/")
+    return name[: -len(".gguf")] if name.endswith(".gguf") else name
+
+
 def run_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     layout = _layout(args)
-    names: list[str] = list(dict.fromkeys(args.names))
+    names: list[str] = list(dict.fromkeys(_model_name(n) for n in args.names))
     if args.all:
         names += [n for n in discover_sources(layout) if n not in names]
         if not names:
