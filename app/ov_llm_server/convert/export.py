@@ -180,6 +180,10 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
     except ConversionError:
         raise
+    except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
+        raise MissingExtraError(
+            f"conversion needs the 'convert' extra (pip install 'ov-llm-server[convert]'): {exc}"
+        ) from exc
     except Exception as exc:
         raise ConversionError(
             f"optimum-intel export failed: {type(exc).__name__}: {one_line(exc)}"
