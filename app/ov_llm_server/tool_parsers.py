@@ -12,8 +12,12 @@ Formats:
   any number of them, with text before or between.
 * ``llama3_json`` (Llama 3.1/3.2): the whole answer is ``{"name": …, "parameters": {…}}``,
   optionally after ``<|python_tag|>``, several calls separated by ``;``.
-* ``forced``: the answer was constrained by :func:`forced_tool_schema` (``tool_choice``
-  "required" or a named function), so it is pure JSON: one call object or a list of them.
+* ``json``: a forced call (``tool_choice`` "required" or a named function) from a model
+  without a format of its own, constrained to :func:`forced_tool_schema`: one call object,
+  or a list of them.
+
+Forced calls of models with a format are written in that format (see ``structured.py``)
+and read by the same parsers as free ones.
 """
 
 from __future__ import annotations
@@ -33,8 +37,6 @@ log = logging.getLogger(__name__)
 HERMES_OPEN = "<tool_call>"
 HERMES_CLOSE = "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"
-
-TOOL_PARSERS = ("hermes", "llama3_json", "none")
 
 
 def new_call_id() -> str:
