@@ -260,3 +260,10 @@ def test_forced_call_through_litellm(client: openai.OpenAI) -> None:
     calls = response.choices[0].message.tool_calls or []
     assert len(calls) == 1 and calls[0].function.name == "get_weather"
     assert set(json.loads(calls[0].function.arguments)) == {"city"}
+
+
+def test_reasoning_passes_through(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model=MODEL, messages=messages("D_THINK"))
+    message = response.choices[0].message
+    assert message.content == "The answer is 4."
+    assert getattr(message, "reasoning_content", None) == "2 plus 2 is 4."
