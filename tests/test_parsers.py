@@ -449,3 +449,25 @@ def test_nothing_is_lost(text: str, cuts: list[int]) -> None:
         build_output_parser(HERMES_TEMPLATE, None, request(tools=[WEATHER])), split(text, cuts)
     )
     assert out.content == text and not out.tool_calls and not out.reasoning
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    thought=st.text(alphabet="ab <>/\n", max_size=12),
+    cities=st.lists(st.text(alphabet="PRxyz é", min_size=1, max_size=5), min_size=1, max_size=3),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=10),
+    python_tag=st.booleans(),
+)
+def test_llama3_calls_after_thinking_survive_any_split(
+    thought: str, cities: list[str], cuts: list[int], python_tag: bool
+) -> None:
+    calls_text = "; ".join(
+        json.dumps({"name": "get_weather", "parameters": {"city": c}}) for c in cities
+    )
+    text = f"<think>{thought}</think>\n" + ("<|python_tag|>" if python_tag else "") + calls_text
+    parser = build_output_parser(LLAMA_TEMPLATE, None, request(tools=[WEATHER]))
+    out = run(parser, split(text, cuts))
+    assert out.reasoning == thought
+    assert out.content == ""
+    assert [json.loads(c.arguments)["city"] for c in out.tool_calls] == cities
+    assert [c.index for c in out.tool_calls] == list(range(len(cities)))
