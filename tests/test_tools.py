@@ -363,3 +363,31 @@ def test_smollm2_forced_json_and_call(smol_server: LiveServer) -> None:
     )
     value = json.loads(described.choices[0].message.content or "")
     assert {"city", "country", "capital"} <= set(value)
+
+
+def test_constrained_and_free_requests_share_a_batch(client: openai.OpenAI) -> None:
+    """Grammar-constrained sequences and free ones in the same engine steps stay independent."""
+    import concurrent.futures
+
+    forced = body("D_TOOL", tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    schema = {"type": "json_schema", "json_schema": {"name": "d", "schema": DESCRIPTION_SCHEMA}}
+    jobs: list[dict[str, Any]] = [
+        forced,
+        body("D_STORY"),
+        body("D_JSON", response_format=schema, max_tokens=80),
+        body("D_PARALLEL"),
+        body("D_COUNT"),
+    ] * 2
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(lambda job: client.chat.completions.create(**job), jobs))
+    for job, result in zip(jobs, results, strict=True):
+        message = result.choices[0].message
+        if job is forced:
+            assert [c.function.arguments for c in message.tool_calls or []] == [WEATHER_ARGS]
+        elif "response_format" in job:
+            assert {"city", "country", "capital"} <= set(json.loads(message.content or ""))
+        elif "tools" in job:
+            assert len(message.tool_calls or []) == 2
+        else:
+            name = "D_STORY" if job["messages"][0]["content"] == "Tell me a story" else "D_COUNT"
+            assert message.content == DIALOGUES[name]["answer"]
