@@ -310,6 +310,8 @@ def test_cli_list_verify_remove(converted: Layout, tmp_path: Path) -> None:
     broken = run_cli("verify", "--no-load", "--models-dir", root)
     assert broken.returncode == 1
     assert "missing or empty: openvino_model.bin" in broken.stdout
+    fp16_dir = root / "converted_models" / "tiny" / TASK_DIR.format("fp16")
+    assert f"note  converted but not in the registry: {fp16_dir}" in broken.stdout
     assert error_line(broken).endswith("1 of 1 entries failed: tiny-int8")
 
 

@@ -38,6 +38,7 @@ from ov_llm_server.convert.workflow import (
     plan_conversion,
     registry_entries,
     remove_entry,
+    unregistered_outputs,
     verify_all,
 )
 from ov_llm_server.registry import resolve_model_path
@@ -216,7 +217,7 @@ def run_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 failures += 1
                 continue
             for warning in result.warnings:
-                _fail(f"{name}: {warning}", err)
+                err.write(f"{PROG}: warning: {name}: {warning}\n")
             out.write(
                 f"{result.plan.registry_name}: {result.plan.target} ({result.seconds:.1f} s)\n"
             )
@@ -272,6 +273,8 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     for leftover in leftover_temporaries(layout):
         out.write(f"note  leftover temporary folder of an interrupted conversion: {leftover}\n")
+    for orphan in unregistered_outputs(layout, registry_entries(layout)):
+        out.write(f"note  converted but not in the registry: {orphan}\n")
     bad = [c.name for c in checks if not c.ok]
     if bad:
         _fail(f"{len(bad)} of {len(checks)} entries failed: {', '.join(bad)}", err)

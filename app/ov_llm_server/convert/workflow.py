@@ -517,6 +517,18 @@ def leftover_temporaries(layout: Layout) -> list[Path]:
     )
 
 
+def unregistered_outputs(layout: Layout, entries: dict[str, ModelEntry]) -> list[Path]:
+    """Converted folders no entry points to, e.g. after ``remove`` without ``--delete-files``."""
+    if not layout.converted_dir.is_dir():
+        return []
+    registered = {resolve_model_path(layout.registry_path, e).resolve() for e in entries.values()}
+    return sorted(
+        p
+        for p in layout.converted_dir.glob("*/task-*__wf-*")
+        if p.is_dir() and p.resolve() not in registered
+    )
+
+
 def registry_entries(layout: Layout) -> dict[str, ModelEntry]:
     try:
         return read_registry(layout.registry_path, missing_ok=True).models
