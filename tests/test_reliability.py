@@ -181,6 +181,9 @@ def test_repeated_engine_failures_turn_health_503(
         body = {"model": "tiny-int8", "messages": HELLO}
         assert client.post("/v1/chat/completions", json=body).status_code == 200
         engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+        real_build = engine._build
+        # The device stays broken: every rebuilt pipeline fails too.
+        engine._build = lambda: _FailingPipe(real_build())
         engine._pipe = _FailingPipe(engine._pipe)
         for _ in range(3):
             failed = client.post("/v1/chat/completions", json=body)
@@ -194,6 +197,23 @@ def test_repeated_engine_failures_turn_health_503(
         assert refused.json()["error"]["code"] == "engine_unhealthy"
         stream = client.post("/v1/chat/completions", json={**body, "stream": True})
         assert stream.status_code == 503
+
+
+def test_one_failed_step_rebuilds_the_pipeline_and_recovers(
+    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    registry = tmp_path / "registry.json"
+    write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
+    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
+        body = {"model": "tiny-int8", "messages": HELLO}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+        engine._pipe = _FailingPipe(engine._pipe)
+        assert client.post("/v1/chat/completions", json=body).status_code == 500
+        again = client.post("/v1/chat/completions", json=body)
+        assert again.status_code == 200
+        assert again.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
+        assert client.get("/health").json()["status"] == "ok"
 
 
 def test_stream_error_is_an_sse_event_then_done(

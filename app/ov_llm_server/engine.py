@@ -50,8 +50,7 @@ class SamplingParams:
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     stop: tuple[str, ...] = ()
-    json_schema: str | None = None
-    grammar: str | None = None  # EBNF; takes precedence over json_schema
+    grammar: str | None = None  # EBNF from structured.py; never an unchecked user schema
     min_new_tokens: int | None = None
     ignore_eos: bool = False
 
@@ -213,20 +212,9 @@ class Engine:
         self.name = name
         self.path = path
         self.device = config.device
+        self._config = config
         started = time.perf_counter()
-        scheduler = og.SchedulerConfig()
-        # 0 lets the KV cache grow with demand instead of reserving it up front.
-        scheduler.cache_size = config.kv_cache_gb
-        scheduler.max_num_seqs = config.max_batch
-        scheduler.dynamic_split_fuse = True
-        scheduler.enable_prefix_caching = True
-        properties: dict[str, Any] = {}
-        if config.kv_cache_precision:
-            properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
-        if config.cache_dir is not None:
-            config.cache_dir.mkdir(parents=True, exist_ok=True)
-            properties["CACHE_DIR"] = str(config.cache_dir)
-        self._pipe = og.ContinuousBatchingPipeline(str(path), scheduler, config.device, properties)
+        self._pipe = self._build()
         self.tokenizer = self._pipe.get_tokenizer()
         self._base_config = _model_defaults(self._pipe.get_config())
         self.load_seconds = time.perf_counter() - started
@@ -242,6 +230,22 @@ class Engine:
         self.in_flight = 0
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
+
+    def _build(self) -> Any:
+        config = self._config
+        scheduler = og.SchedulerConfig()
+        # 0 lets the KV cache grow with demand instead of reserving it up front.
+        scheduler.cache_size = config.kv_cache_gb
+        scheduler.max_num_seqs = config.max_batch
+        scheduler.dynamic_split_fuse = True
+        scheduler.enable_prefix_caching = True
+        properties: dict[str, Any] = {}
+        if config.kv_cache_precision:
+            properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
+        if config.cache_dir is not None:
+            config.cache_dir.mkdir(parents=True, exist_ok=True)
+            properties["CACHE_DIR"] = str(config.cache_dir)
+        return og.ContinuousBatchingPipeline(str(self.path), scheduler, self.device, properties)
 
     @property
     def wedged(self) -> bool:
@@ -298,8 +302,6 @@ class Engine:
             cfg.ignore_eos = True
         if params.grammar is not None:
             cfg.structured_output_config = og.StructuredOutputConfig(grammar=params.grammar)
-        elif params.json_schema is not None:
-            cfg.structured_output_config = og.StructuredOutputConfig(json_schema=params.json_schema)
         return cfg
 
     # ------------------------------------------------------------ loop side
@@ -384,15 +386,27 @@ class Engine:
             self.last_error = _one_line(exc)
             log.error("model %s: engine step failed: %s", self.name, self.last_error)
             for request in list(self._active.values()):
-                try:
-                    request.handle.cancel()
-                except Exception:
-                    log.debug("cancel after a failed step failed", exc_info=True)
                 self._finish(request, "error", error=self.last_error)
+            self._rebuild()
             return
         self.consecutive_failures = 0
         for request in list(self._active.values()):
             self._collect(request)
+
+    def _rebuild(self) -> None:
+        """A pipeline whose step raised stays broken ("already in scheduling phase"): replace it."""
+        if self.wedged:
+            return
+        self._pipe = None
+        _free_memory()
+        try:
+            self._pipe = self._build()
+        except Exception as exc:
+            self.consecutive_failures = WEDGED_AFTER_FAILURES
+            self.last_error = f"rebuilding the pipeline failed: {_one_line(exc)}"
+            log.error("model %s: %s", self.name, self.last_error)
+        else:
+            log.warning("model %s: pipeline rebuilt after a failed step", self.name)
 
     def _collect(self, request: _Request) -> None:
         handle = request.handle
