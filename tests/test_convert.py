@@ -357,37 +357,32 @@ def test_all_converts_hf_and_gguf_sources(
 
 def test_eight_parallel_converters_lose_no_entry(tmp_path: Path, tiny_hf_model: Path) -> None:
     names = [f"m{i}" for i in range(8)]
-    layout = new_root(tmp_path, tiny_hf_model, *names)
+    layout = new_root(tmp_path / "models", tiny_hf_model, *names)
     seed_registry(layout)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OV_")}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ov_llm_server.convert",
-                name,
-                "--weight-format",
-                "fp16",
-                "-q",
-                "--models-dir",
-                str(tmp_path),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    argv = [sys.executable, "-m", "ov_llm_server.convert", "--weight-format", "fp16", "-q"]
+    logs = {name: tmp_path / f"{name}.log" for name in names}
+    procs = {
+        name: subprocess.Popen(
+            [*argv, "--models-dir", str(layout.models_dir), name],
+            stdout=logs[name].open("w"),
+            stderr=subprocess.STDOUT,
             env=clean,
         )
         for name in names
-    ]
-    outcomes = [(p.wait(timeout=900), p.stderr.read() if p.stderr else "") for p in procs]
-    for name, (code, stderr) in zip(names, outcomes, strict=True):
-        assert code == 0, f"{name}: {stderr[-2000:]}"
-        for p in procs:
-            if p.stdout:
-                p.stdout.close()
-            if p.stderr:
-                p.stderr.close()
+    }
+    # Meanwhile a reader, like the service, must never see a partial or invalid registry.
+    reads, bad_reads = 0, []
+    while any(p.poll() is None for p in procs.values()):
+        try:
+            read_registry(layout.registry_path, missing_ok=False)
+            reads += 1
+        except RegistryError as exc:
+            bad_reads.append(str(exc))
+        time.sleep(0.01)
+    for name, proc in procs.items():
+        assert proc.wait() == 0, f"{name}: {logs[name].read_text()[-2000:]}"
+    assert bad_reads == [] and reads > 0
 
     data = read_registry(layout.registry_path, missing_ok=False)
     assert sorted(data.models) == sorted([*(f"{n}-fp16" for n in names), "keep-me"])
