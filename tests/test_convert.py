@@ -80,12 +80,15 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def new_root(tmp_path: Path, hf_model: Path, *names: str) -> Layout:
+def layout_at(root: Path) -> Layout:
+    return Layout(models_dir=root, registry_path=root / "converted_models" / "registry.json")
+
+
+def new_root(root: Path, hf_model: Path, *names: str) -> Layout:
+    """A models root holding copies of ``hf_model`` under ``names``."""
     for name in names:
-        shutil.copytree(hf_model, tmp_path / name)
-    return Layout(
-        models_dir=tmp_path, registry_path=tmp_path / "converted_models" / "registry.json"
-    )
+        shutil.copytree(hf_model, root / name)
+    return layout_at(root)
 
 
 def seed_registry(layout: Layout) -> bytes:
@@ -133,7 +136,7 @@ def test_layout_follows_settings_and_flags(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def test_sources_are_found_fresh_moved_or_gguf(tmp_path: Path) -> None:
-    layout = new_root(tmp_path, tmp_path)
+    layout = layout_at(tmp_path)
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / "config.json").write_text("{}")
     (tmp_path / "og_models" / "moved").mkdir(parents=True)
@@ -269,6 +272,24 @@ def test_conversion_json_records_source_settings_versions_and_time(converted: La
     assert first["source"]["path"] == str(converted.models_dir / "tiny")
     assert first["source"]["moved_to"] == str(converted.originals_dir / "tiny")
     assert first["quantization"] == {"bits": 8, "sym": False, "group_size": -1, "ratio": 1.0}
+
+
+def test_int4_settings_reach_nncf(converted: Layout, tmp_path: Path) -> None:
+    import openvino as ov
+
+    layout = new_root(tmp_path, converted.originals_dir / "tiny", "tiny")
+    options = ExportOptions(weight_format="int4", group_size=32, ratio=0.5, sym=True)
+    result = convert(layout, "tiny", options)
+    quant = result.record["quantization"]
+    assert (quant["group_size"], quant["ratio"], quant["sym"]) == (32, 0.5, True)
+    model = ov.Core().read_model(result.plan.target / "openvino_model.xml")
+    types = {
+        op.get_element_type().get_type_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant"
+    }
+    assert "i4" in types and "u4" not in types  # symmetric int4 ...
+    assert "u8" in types  # ... and half of the layers in the int8 backup precision
 
 
 def test_cli_list_verify_remove(converted: Layout, tmp_path: Path) -> None:
@@ -520,6 +541,44 @@ def test_forced_reconversion_restores_the_old_one_on_failure(
     assert (target / "conversion.json").read_text() == old_record
     assert fresh.registry_path.read_bytes() == registry_before
     assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_gguf_folder_moves_as_a_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fake_gguf(gguf_file: Path, out: Path) -> dict[str, Any]:
+        for name in REQUIRED_FILES:
+            (out / name).write_text("x")
+        return {"source_format": "gguf"}
+
+    monkeypatch.setattr(workflow, "export_gguf", fake_gguf)
+    layout = layout_at(tmp_path)
+    (tmp_path / "smol").mkdir()
+    (tmp_path / "smol" / "smol.Q4_1.gguf").write_bytes(b"GGUF")
+    (tmp_path / "smol" / "README.md").write_text("model card")
+    result = convert(layout, "smol", ExportOptions(weight_format="fp16"))
+    assert result.plan.registry_name == "smol-gguf"
+    assert result.plan.target.name == TASK_DIR.format("gguf")
+    assert (layout.originals_dir / "smol" / "README.md").is_file()
+    assert not (tmp_path / "smol").exists()
+    entry = read_registry(layout.registry_path).models["smol-gguf"]
+    assert entry.weight_format == "gguf"
+
+
+def test_original_that_cannot_move_stays_and_the_model_is_served(
+    fresh: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workflow, "export_model", _fake_export(False, ConversionError("-")))
+
+    def refuse(src: Path, dst: Path) -> None:
+        raise PermissionError(f"[Errno 13] Permission denied: '{dst}'")
+
+    monkeypatch.setattr(workflow, "_move", refuse)
+    result = convert(fresh, "tiny", ExportOptions())
+    assert result.warnings == [
+        "converted, but the original stays in place: "
+        f"[Errno 13] Permission denied: '{fresh.originals_dir / 'tiny'}'"
+    ]
+    assert "tiny-int8" in read_registry(fresh.registry_path).models
+    assert (fresh.models_dir / "tiny" / "config.json").is_file()
 
 
 # ---------------------------------------------------------------- end to end with the service
