@@ -381,6 +381,8 @@ def test_eight_parallel_converters_lose_no_entry(tmp_path: Path, tiny_hf_model: 
     layout = new_root(tmp_path / "models", tiny_hf_model, *names)
     seed_registry(layout)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OV_")}
+    # Eight processes on two cores: one thread each instead of eight times oversubscribed.
+    clean.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     argv = [sys.executable, "-m", "ov_llm_server.convert", "--weight-format", "fp16", "-q"]
     logs = {name: tmp_path / f"{name}.log" for name in names}
     procs = {
