@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,6 +157,9 @@ def _setup_logging(quiet: bool) -> None:
     ours.handlers[:] = [handler]
     ours.setLevel(level)
     ours.propagate = False
+    if quiet:  # the libraries' own chatter too (read when they are imported, later)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def _fail(message: str, err: TextIO) -> None:

@@ -240,6 +240,10 @@ def _run_optimum(
     if wq_config is None:
         return
     log.info("compressing weights to %s with nncf", options.weight_format)
+    if not log.isEnabledFor(logging.INFO):
+        import nncf  # sets its own logger to INFO when imported, so quieten it afterwards
+
+        nncf.set_log_level(logging.WARNING)
     optimum_export._main_quantize(
         model_name_or_path=str(src),
         task=options.task,
