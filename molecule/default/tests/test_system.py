@@ -105,6 +105,22 @@ def test_env_file(host):
         assert re.search(rf"^# {name}=", content, re.MULTILINE), name
 
 
+def test_env_file_documents_every_setting(host):
+    # The service's own list of settings, from the installed package: the
+    # template must not fall behind it.
+    fields = host.check_output(
+        f"{VENV}/bin/python -c "
+        "'from ov_llm_server.settings import Settings; print(*Settings.model_fields)'"
+    ).split()
+    content = host.file(ENV_FILE).content_string
+    missing = [
+        name
+        for name in (f"OV_{field.upper()}" for field in fields)
+        if not re.search(rf"^(# )?{name}=", content, re.MULTILINE)
+    ]
+    assert not missing
+
+
 def test_unit_file(host):
     unit = host.file(UNIT_FILE)
     assert unit.user == "root"
