@@ -127,3 +127,12 @@ def test_unloading_gives_memory_back(server_factory: Any, smollm2_gguf: Path) ->
     time.sleep(0.5)
     after = process.memory_info().rss
     assert after < loaded_rss - grown / 2, (before, loaded_rss, after)
+
+
+def test_f32_kv_cache_precision_loads_and_answers(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    live = server_factory(tiny_registry, OV_KV_CACHE_PRECISION="f32")
+    response = chat(live, "tiny-int8")
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]

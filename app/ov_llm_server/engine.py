@@ -242,6 +242,9 @@ class Engine:
         properties: dict[str, Any] = {}
         if config.kv_cache_precision:
             properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
+            if config.kv_cache_precision == "f32":
+                # Paged attention refuses an f32 cache beside bf16/f16 inference.
+                properties["INFERENCE_PRECISION_HINT"] = "f32"
         if config.cache_dir is not None:
             config.cache_dir.mkdir(parents=True, exist_ok=True)
             properties["CACHE_DIR"] = str(config.cache_dir)
