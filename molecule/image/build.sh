@@ -94,4 +94,8 @@ tar -C "$rootfs" --numeric-owner -c . |
     --change 'ENV container=podman' \
     - "$image"
 podman tag "$image" "${repo_name}:latest"
+# Images of earlier inputs are of no use any more.
+podman images --format '{{.Repository}}:{{.Tag}}' "$repo_name" |
+  grep -v -x -e "$image" -e "${repo_name}:latest" |
+  xargs -r podman rmi >/dev/null 2>&1 || true
 echo "built ${image}"
