@@ -81,12 +81,11 @@ def test_metrics_count_requests_tokens_and_latency(server: LiveServer) -> None:
         'ov_queue_depth{model="tiny-int8"}',
     ):
         assert name in text, name
-    assert 'ov_requests_total{model="nope",status="404"}' not in text
-    httpx.post(f"{server.v1}/chat/completions", json={"model": "nope", "messages": HELLO})
-    assert (
-        'ov_requests_total{model="nope",status="404"}'
-        in httpx.get(f"{server.base_url}/metrics").text
-    )
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    assert f'ov_requests_total{{model="{missing}",status="404"}}' not in text
+    httpx.post(f"{server.v1}/chat/completions", json={"model": missing, "messages": HELLO})
+    text = httpx.get(f"{server.base_url}/metrics").text
+    assert f'ov_requests_total{{model="{missing}",status="404"}} 1.0' in text
 
 
 def test_non_streaming_request_is_cancelled_when_the_client_leaves(
