@@ -288,3 +288,12 @@ def test_sigterm_lets_a_running_stream_finish(server_factory: Any, smollm2_gguf:
     # uvicorn re-raises SIGTERM after its graceful shutdown; systemd counts that as clean.
     assert live.process.wait(30) in (0, -signal.SIGTERM)
     assert "ov-llm-server stopped" in live.log()
+
+
+def test_corrupt_gguf_is_503_and_named(server_factory: Any, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF-not-really")
+    live = server_factory({"g": {"path": str(broken), "weight_format": "q4_1"}})
+    error = error_of(chat(live, {"model": "g", "messages": HELLO}), 503)
+    assert error["code"] == "model_unavailable"
+    assert "'g' failed to load" in error["message"]

@@ -122,6 +122,9 @@ class ModelManager:
             engine = await asyncio.to_thread(self._open, resolved)
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if resolved.path.suffix == ".gguf" and "gguf_open" in str(exc):
+                # openvino_genai 2026.4 opens GGUF files read-write.
+                reason += " (the service user needs write access to the .gguf file)"
             self._failures[key] = LoadFailure(reason, time.monotonic())
             log.error("model %s failed to load from %s: %s", resolved.name, resolved.path, reason)
             raise errors.unavailable(f"Model '{resolved.name}' failed to load: {reason}") from exc

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
+from conftest import http
 
 SERVICE = "ov-server"
 USER = "ov-server"
@@ -204,3 +206,54 @@ def test_convert_cli_on_path(host):
     assert link.is_symlink
     assert link.linked_to == f"{VENV}/bin/ov-convert-model"
     assert host.run("ov-convert-model --help").rc == 0
+
+
+def _main_pid(host):
+    return int(host.check_output(f"systemctl show {SERVICE} --property=MainPID --value"))
+
+
+def test_runs_without_root(host):
+    pid = _main_pid(host)
+    assert pid > 0
+    # /proc/<pid> belongs to the process's effective user.
+    assert host.check_output(f"stat -c %U /proc/{pid}") == USER
+
+
+# Where the running service may write: its models, its cache, its private /tmp, and the
+# kernel's API file systems. Everything else in its mount namespace must be read-only.
+WRITABLE = (MODELS, "/var/cache/ov-server", "/tmp", "/var/tmp", "/dev", "/proc", "/sys")
+
+
+def test_service_cannot_write_outside_its_own_directories(host):
+    mountinfo = host.check_output(f"cat /proc/{_main_pid(host)}/mountinfo")
+    mounts = {}
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        mounts[fields[4]] = set(fields[5].split(","))
+    assert "ro" in mounts["/"]
+    assert "rw" in mounts[MODELS]
+    writable = sorted(point for point, options in mounts.items() if "rw" in options)
+    outside = [
+        point
+        for point in writable
+        if not any(point == root or point.startswith(root + "/") for root in WRITABLE)
+    ]
+    assert outside == [], writable
+
+
+def test_stop_ends_cleanly_then_starts_again(host):
+    host.check_output(f"systemctl stop {SERVICE}")
+    # "success", not "timeout": SIGTERM ended it within TimeoutStopSec, no SIGKILL needed.
+    assert host.check_output(f"systemctl show {SERVICE} --property=Result --value") == "success"
+    host.check_output(f"systemctl start {SERVICE}")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            status, _ = http(host, "GET", "/health", timeout=5)
+        except AssertionError:
+            status = 0
+        if status == 200:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"{SERVICE} did not answer /health after a restart")
