@@ -220,8 +220,9 @@ def test_runs_without_root(host):
 
 
 # Where the running service may write: its models, its cache, its private /tmp, and the
-# kernel's API file systems. Everything else in its mount namespace must be read-only.
-WRITABLE = (MODELS, "/var/cache/ov-server", "/tmp", "/var/tmp", "/dev", "/proc", "/sys")
+# API file systems that ProtectSystem=strict leaves writable (/run is root's, mode 0755).
+# Everything else in its mount namespace must be read-only.
+WRITABLE = (MODELS, "/var/cache/ov-server", "/tmp", "/var/tmp", "/dev", "/proc", "/sys", "/run")
 
 
 def test_service_cannot_write_outside_its_own_directories(host):
