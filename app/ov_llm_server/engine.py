@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,6 @@ class IncrementalDetokenizer:
         self._prefix = 0
         self._read = 0
 
-    def feed(self, ids: Sequence[int]) -> str:
-        prefix, full = self.windows(ids)
-        return self.advance(self._decode(prefix), self._decode(full))
-
     def windows(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """Takes new ids; returns the two windows whose texts :meth:`advance` needs."""
         self._ids.extend(ids)
@@ -104,59 +100,58 @@ class IncrementalDetokenizer:
         return ""
 
     def flush(self) -> str:
-        prefix_text = self._decode(self._ids[self._prefix : self._read])
-        full_text = self._decode(self._ids[self._prefix :])
+        """The rest of the text at the end, an incomplete character included."""
+        prefix, full = self.windows(())
+        prefix_text, full_text = (
+            str(self._tokenizer.decode(w)) if w else "" for w in (prefix, full)
+        )
         self._prefix = self._read = len(self._ids)
-        return full_text[len(prefix_text) :] if len(full_text) > len(prefix_text) else ""
-
-    def _decode(self, ids: list[int]) -> str:
-        return str(self._tokenizer.decode(ids)) if ids else ""
+        return full_text[len(prefix_text) :]
 
 
 class StopMatcher:
-    """Finds stop sequences in streamed text, holding back what could start one."""
+    """Finds stop sequences in streamed text, holding back what could start one.
+
+    Only the held-back tail is kept: text already emitted cannot be part of a match,
+    because its longest suffix that begins a stop sequence was held back with it.
+    """
 
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [s for s in stops if s]
-        self._text = ""
-        self._emitted = 0
+        self._held = ""
 
     def push(self, delta: str) -> tuple[str, bool]:
         """Returns the text safe to emit now and whether a stop sequence was met."""
-        self._text += delta
         if not self._stops:
-            out, self._emitted = self._text[self._emitted :], len(self._text)
-            return out, False
-        search_from = max(0, self._emitted - max(len(s) for s in self._stops))
-        hits = [i for i in (self._text.find(s, search_from) for s in self._stops) if i >= 0]
+            return delta, False
+        text = self._held + delta
+        hits = [i for i in (text.find(stop) for stop in self._stops) if i >= 0]
         if hits:
-            end = min(hits)
-            out = self._text[self._emitted : end]
-            self._emitted = end
-            return out, True
-        hold = 0
-        for stop in self._stops:
-            for size in range(min(len(stop) - 1, len(self._text)), 0, -1):
-                if self._text.endswith(stop[:size]):
-                    hold = max(hold, size)
-                    break
-        safe = len(self._text) - hold
-        out = self._text[self._emitted : safe] if safe > self._emitted else ""
-        self._emitted = max(self._emitted, safe)
-        return out, False
+            self._held = ""
+            return text[: min(hits)], True
+        hold = max(
+            (
+                size
+                for stop in self._stops
+                for size in range(1, len(stop))
+                if text.endswith(stop[:size])
+            ),
+            default=0,
+        )
+        self._held = text[len(text) - hold :]
+        return text[: len(text) - hold], False
 
     def flush(self) -> str:
-        out, self._emitted = self._text[self._emitted :], len(self._text)
-        return out
+        held, self._held = self._held, ""
+        return held
 
 
 class GenerationStream:
     """The event-loop side of one request: an async iterator of :class:`StreamEvent`."""
 
-    def __init__(self, engine: Engine, request_id: int, prompt_tokens: int) -> None:
+    def __init__(self, engine: Engine, request_id: int) -> None:
         self.engine = engine
         self.request_id = request_id
-        self.prompt_tokens = prompt_tokens
         self._queue: asyncio.Queue[StreamEvent] = asyncio.Queue()
         self._done = False
 
@@ -197,7 +192,6 @@ class _Request:
     tokens: int = 0
     finished: bool = False
     last_finish: Any = None
-    pending: list[StreamEvent] = field(default_factory=list)
 
 
 def _free_memory() -> None:
@@ -321,7 +315,7 @@ class Engine:
     def submit(self, input_ids: Any, params: SamplingParams) -> GenerationStream:
         loop = asyncio.get_running_loop()
         request_id = next(self._ids)
-        stream = GenerationStream(self, request_id, self.count_tokens(input_ids))
+        stream = GenerationStream(self, request_id)
         request = _Request(
             request_id=request_id,
             input_ids=input_ids,
@@ -423,16 +417,16 @@ class Engine:
         windows: list[list[int]] = []
         slots: list[int | None] = []
         for request in requests:
-            slot = None
-            if request.handle.can_read():
-                for output in request.handle.read().values():
-                    ids = list(output.generated_ids)
-                    request.tokens += len(ids)
-                    request.last_finish = output.finish_reason
-                    slot = len(windows)
-                    windows += request.detokenizer.windows(ids)
-                    break
-            slots.append(slot)
+            outputs = request.handle.read() if request.handle.can_read() else {}
+            output = next(iter(outputs.values()), None)  # one sequence per request (n=1)
+            if output is None:
+                slots.append(None)
+                continue
+            ids = list(output.generated_ids)
+            request.tokens += len(ids)
+            request.last_finish = output.finish_reason
+            slots.append(len(windows))
+            windows += request.detokenizer.windows(ids)
         texts = self._decode_batch(windows)
         for request, slot in zip(requests, slots, strict=True):
             delta = "" if slot is None else request.detokenizer.advance(*texts[slot : slot + 2])
