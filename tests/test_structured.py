@@ -15,20 +15,10 @@ from ov_llm_server.errors import APIError
 from ov_llm_server.json_grammar import SchemaError, literal, schema_to_grammar
 from ov_llm_server.protocol import ChatCompletionRequest
 from ov_llm_server.registry import ModelEntry
-from ov_llm_server.structured import build_constraint, check_tool_choice
+from ov_llm_server.structured import build_grammar, check_tool_choice, forced_tool_format
 from ov_llm_server.tool_parsers import schema_error
+from tiny_model import WEATHER_TOOL as WEATHER
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 
@@ -84,44 +74,44 @@ def test_grammar_follows_local_refs_and_recursion() -> None:
 
 
 def test_response_format_becomes_a_grammar_or_a_400() -> None:
-    assert build_constraint(request(), "", None) is None
-    obj = build_constraint(request(response_format={"type": "json_object"}), "", None)
-    assert obj is not None and obj.grammar.startswith("root ::= ") and obj.tool_format is None
+    assert build_grammar(request(), "", None) is None
+    obj = build_grammar(request(response_format={"type": "json_object"}), "", None)
+    assert obj is not None and obj.startswith("root ::= ")
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/a"}}}
     with pytest.raises(APIError) as err:
-        build_constraint(request(response_format=fmt), "", None)
+        build_grammar(request(response_format=fmt), "", None)
     assert err.value.status == 400 and err.value.param == "response_format"
 
 
 def test_response_format_json_schema_without_schema_is_a_400() -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "x"}}
     with pytest.raises(APIError) as err:
-        build_constraint(request(response_format=fmt), "", None)
+        build_grammar(request(response_format=fmt), "", None)
     assert err.value.status == 400
 
 
 def test_forced_calls_use_the_models_format() -> None:
-    hermes = build_constraint(request(tools=[WEATHER], tool_choice="required"), "<tool_call>", None)
-    assert hermes is not None and hermes.tool_format == "hermes" and hermes.grammar
-    assert '"<tool_call>\\n"' in hermes.grammar
-    assert ")*" not in hermes.grammar.splitlines()[0]  # one call unless parallel is asked for
+    hermes = build_grammar(request(tools=[WEATHER], tool_choice="required"), "<tool_call>", None)
+    assert forced_tool_format("<tool_call>", None) == "hermes"
+    assert hermes is not None and '"<tool_call>\\n"' in hermes
+    assert ")*" not in hermes.splitlines()[0]  # one call unless parallel is asked for
     several = request(tools=[WEATHER], tool_choice="required", parallel_tool_calls=True)
-    parallel = build_constraint(several, "<tool_call>", None)
-    assert parallel is not None and ")*" in parallel.grammar.splitlines()[0]
-    llama = build_constraint(
+    parallel = build_grammar(several, "<tool_call>", None)
+    assert parallel is not None and ")*" in parallel.splitlines()[0]
+    llama = build_grammar(
         request(tools=[WEATHER], tool_choice=NAMED), '<|python_tag|> "parameters"', None
     )
-    assert llama is not None and llama.tool_format == "llama3_json" and llama.grammar
-    assert '"\\"parameters\\": "' in llama.grammar
+    assert forced_tool_format('<|python_tag|> "parameters"', None) == "llama3_json"
+    assert llama is not None and '"\\"parameters\\": "' in llama
     entry = ModelEntry(path="x", tool_parser="none")
-    plain = build_constraint(request(tools=[WEATHER], tool_choice="required"), "", entry)
-    assert plain is not None and plain.tool_format == "json" and plain.grammar
-    assert plain.grammar.split("\n")[0].startswith("root ::= r")
+    plain = build_grammar(request(tools=[WEATHER], tool_choice="required"), "", entry)
+    assert forced_tool_format("", entry) == "json"
+    assert plain is not None and plain.split("\n")[0].startswith("root ::= r")
 
 
 def test_tool_choice_none_or_auto_forces_nothing() -> None:
     for choice in ("none", "auto"):
-        assert build_constraint(request(tools=[WEATHER], tool_choice=choice), "", None) is None
+        assert build_grammar(request(tools=[WEATHER], tool_choice=choice), "", None) is None
 
 
 @pytest.mark.parametrize(
@@ -241,11 +231,9 @@ def test_forced_tool_grammars_compile_in_genai(pipeline: Any) -> None:
     for template in ("<tool_call>", '<|python_tag|> "parameters"', ""):
         entry = ModelEntry(path="x", tool_parser="none") if not template else None
         for choice in ("required", NAMED):
-            constraint = build_constraint(
-                request(tools=[WEATHER], tool_choice=choice), template, entry
-            )
-            assert constraint is not None
-            _run_grammar(pipeline, constraint.grammar, next(_request_ids))
+            grammar = build_grammar(request(tools=[WEATHER], tool_choice=choice), template, entry)
+            assert grammar is not None
+            _run_grammar(pipeline, grammar, next(_request_ids))
 
 
 _request_ids = itertools.count(1)

@@ -84,7 +84,7 @@ def build_output_parser(
     ``"none"`` turns either off. Without tools in the request no tool calls are parsed.
     """
     from .reasoning import THINK_OPEN, ThinkParser
-    from .structured import build_constraint, tool_format
+    from .structured import forced_tool_format, tool_format
     from .tool_parsers import (
         ForcedToolParser,
         HermesToolParser,
@@ -102,8 +102,7 @@ def build_output_parser(
         return None if kind == "none" else HermesToolParser(catalog)
 
     if forces_tool_call(request):
-        constraint = build_constraint(request, chat_template, entry)
-        kind = constraint.tool_format if constraint and constraint.tool_format else "json"
+        kind = forced_tool_format(chat_template, entry)
         # The grammar holds the answer from its first token: there is no room for thinking.
         return ChainedParser(None, tool_parser(kind))
     tools: OutputParser | None = None

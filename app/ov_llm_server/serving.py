@@ -31,7 +31,7 @@ from .protocol import (
     now,
 )
 from .settings import Settings
-from .structured import Constraint, build_constraint, check_tool_choice
+from .structured import build_grammar, check_tool_choice
 
 log = logging.getLogger("ov_llm_server.requests")
 
@@ -125,6 +125,10 @@ class ChatService:
             raise errors.unavailable(
                 f"Model '{body.model}' is failing: {engine.last_error}", code="engine_unhealthy"
             )
+        # Cheap refusals first: a full queue or an unusable schema costs no template work.
+        if engine.in_flight >= self.settings.max_queue:
+            raise errors.overloaded(body.model)
+        grammar = build_grammar(body, engine.chat_template, resolved.entry)
         messages = [_template_message(m) for m in body.messages]
         tools = None
         if body.tools and body.tool_choice != "none":
@@ -149,11 +153,8 @@ class ChatService:
                     code="context_length_exceeded",
                 )
             max_new = min(max_new, room)
-        if engine.in_flight >= self.settings.max_queue:
-            raise errors.overloaded(body.model)
-        constraint = build_constraint(body, engine.chat_template, resolved.entry)
         parser = build_output_parser(engine.chat_template, resolved.entry, body, prompt=prompt)
-        return engine.submit(input_ids, _sampling(body, max_new, constraint)), parser
+        return engine.submit(input_ids, _sampling(body, max_new, grammar)), parser
 
     # ------------------------------------------------------------ non-streaming
 
@@ -343,7 +344,7 @@ def _arguments_object(arguments: str | dict[str, Any]) -> Any:
 
 
 def _sampling(
-    body: ChatCompletionRequest, max_new_tokens: int, constraint: Constraint | None
+    body: ChatCompletionRequest, max_new_tokens: int, grammar: str | None
 ) -> SamplingParams:
     return SamplingParams(
         max_new_tokens=max_new_tokens,
@@ -355,7 +356,7 @@ def _sampling(
         frequency_penalty=body.frequency_penalty,
         repetition_penalty=body.repetition_penalty,
         stop=tuple(body.stop or ()),
-        grammar=constraint.grammar if constraint else None,
+        grammar=grammar,
         min_new_tokens=body.min_tokens,
         ignore_eos=body.ignore_eos,
     )

@@ -8,7 +8,6 @@ write plain JSON (one call object, or a list for parallel calls).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from . import errors
@@ -26,15 +25,14 @@ from .tool_parsers import (
 )
 
 
-@dataclass(frozen=True)
-class Constraint:
-    grammar: str  # EBNF for GenAI's structured output
-    # For a forced tool call: the format it is written in ("hermes", "llama3_json", "json").
-    tool_format: str | None = None
-
-
 def tool_format(chat_template: str, entry: ModelEntry | None) -> str:
     return (entry.tool_parser if entry else None) or detect_tool_parser(chat_template)
+
+
+def forced_tool_format(chat_template: str, entry: ModelEntry | None) -> str:
+    """The format a forced tool call is written in: the model's own, else plain JSON."""
+    fmt = tool_format(chat_template, entry)
+    return fmt if fmt in ("hermes", "llama3_json") else "json"
 
 
 def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
@@ -51,16 +49,17 @@ def response_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
     return spec.json_schema.schema_
 
 
-def build_constraint(
+def build_grammar(
     request: ChatCompletionRequest, chat_template: str, entry: ModelEntry | None
-) -> Constraint | None:
+) -> str | None:
+    """The EBNF grammar GenAI's structured output enforces for this request, if any."""
     if forces_tool_call(request):
-        return _tool_constraint(request, tool_format(chat_template, entry))
+        return _tool_grammar(request, forced_tool_format(chat_template, entry))
     schema = response_schema(request)
     if schema is None:
         return None
     try:
-        return Constraint(schema_to_grammar(schema))
+        return schema_to_grammar(schema)
     except SchemaError as exc:
         raise errors.bad_request(
             f"response_format schema cannot be enforced: {exc}", param="response_format"
@@ -83,18 +82,17 @@ def _call_schema(request: ChatCompletionRequest, args_key: str) -> dict[str, Any
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def _tool_constraint(request: ChatCompletionRequest, fmt: str) -> Constraint:
+def _tool_grammar(request: ChatCompletionRequest, fmt: str) -> str:
     several = several_forced_calls(request)
     try:
         if fmt == "hermes":
             one = f"{literal(HERMES_OPEN + chr(10))} {{value}} {literal(chr(10) + HERMES_CLOSE)}"
             root = f"{one} ({literal(chr(10))} {one})*" if several else one
-            return Constraint(schema_to_grammar(_call_schema(request, "arguments"), root), fmt)
+            return schema_to_grammar(_call_schema(request, "arguments"), root)
         if fmt == "llama3_json":
             root = f"{{value}} ({literal('; ')} {{value}})*" if several else "{value}"
-            return Constraint(schema_to_grammar(_call_schema(request, "parameters"), root), fmt)
-        schema = forced_tool_schema(request)
-        return Constraint(schema_to_grammar(schema), "json")
+            return schema_to_grammar(_call_schema(request, "parameters"), root)
+        return schema_to_grammar(forced_tool_schema(request))
     except SchemaError as exc:
         raise errors.bad_request(
             f"a tool's parameters cannot be enforced: {exc}", param="tools"
