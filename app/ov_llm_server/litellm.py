@@ -19,9 +19,9 @@ def render_config(settings: Settings, api_base: str | None = None) -> str:
     base = api_base or f"http://{settings.host}:{settings.port}/v1"
     registry = RegistryWatcher(settings.registry_path)
     names = sorted(registry.entries())
-    if settings.model_path is not None and not names:
-        stem = settings.model_path
-        names = [stem.stem if stem.suffix == ".gguf" else stem.name]
+    fallback = settings.fallback_model_name()
+    if fallback is not None and not names:
+        names = [fallback]
     key = "os.environ/OV_API_KEY" if settings.resolved_api_key() else "none"
     lines = ["model_list:"]
     for name in names:

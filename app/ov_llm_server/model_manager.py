@@ -75,22 +75,14 @@ class ModelManager:
             return ResolvedModel(name, self.settings.model_path, None)
         raise errors.model_not_found(name)
 
-    def fallback_name(self) -> str | None:
-        path = self.settings.model_path
-        if path is None:
-            return None
-        return path.stem if path.suffix == ".gguf" else path.name
-
     # ------------------------------------------------------------ state
 
     def loaded(self) -> list[Engine]:
         return list(self._engines.values())
 
-    def engine_for(self, resolved: ResolvedModel) -> Engine | None:
-        return self._engines.get(resolved.key)
-
-    def is_loaded(self, path: Path) -> bool:
-        return str(path) in self._engines
+    def engine_at(self, path: Path) -> Engine | None:
+        """The loaded engine of the model at ``path``, if any."""
+        return self._engines.get(str(path))
 
     def failures(self) -> dict[str, str]:
         return {key: failure.reason for key, failure in self._failures.items()}

@@ -14,6 +14,7 @@ from . import __version__, errors
 from .engine import openvino_version
 from .model_manager import ModelManager
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
+from .registry import resolve_model_path
 from .serving import ChatService
 
 
@@ -50,18 +51,12 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 async def health(request: Request, models: Models) -> JSONResponse:
     snapshot = models.registry.snapshot()
     loaded = models.loaded()
-    wedged = [e.name for e in loaded if e.wedged]
-    failures = models.failures()
-    problems: list[str] = []
-    if snapshot.error:
-        problems.append(f"registry: {snapshot.error}")
+    wedged = [e for e in loaded if e.wedged]
+    problems = [f"registry: {snapshot.error}"] if snapshot.error else []
+    problems += [f"model {e.name}: engine failing ({e.last_error})" for e in wedged]
     problems += [
-        f"model {name}: engine failing ({e.last_error})"
-        for e in loaded
-        for name in [e.name]
-        if e.wedged
+        f"model at {path}: failed to load ({reason})" for path, reason in models.failures().items()
     ]
-    problems += [f"model at {path}: failed to load ({reason})" for path, reason in failures.items()]
     status = "error" if wedged else ("degraded" if problems else "ok")
     devices_in_use = sorted({e.device for e in loaded})
     body: dict[str, Any] = {
@@ -105,28 +100,28 @@ async def metrics(request: Request) -> Response:
 @v1.get("/v1/models", include_in_schema=False)  # LiteLLM with an api_base ending in /v1
 async def list_models(models: Models) -> ModelList:
     cards: list[ModelCard] = []
+    registry_path = models.registry.path
     for name, entry in models.registry.entries().items():
-        resolved = models.resolve(name)
-        engine = models.engine_for(resolved)
+        path = resolve_model_path(registry_path, entry)
+        engine = models.engine_at(path)
         cards.append(
             ModelCard(
                 id=name,
-                created=_created(resolved.path),
+                created=_created(path),
                 task=entry.task,
                 weight_format=entry.weight_format,
                 loaded=engine is not None,
                 device=engine.device if engine else None,
             )
         )
-    fallback = models.fallback_name()
-    if fallback is not None and fallback not in {card.id for card in cards}:
-        path = models.settings.model_path
-        assert path is not None
-        engine = models.engine_for(models.resolve(fallback))
+    fallback = models.settings.fallback_model_name()
+    fallback_path = models.settings.model_path
+    if fallback is not None and fallback_path is not None and fallback not in {c.id for c in cards}:
+        engine = models.engine_at(fallback_path)
         cards.append(
             ModelCard(
                 id=fallback,
-                created=_created(path),
+                created=_created(fallback_path),
                 loaded=engine is not None,
                 device=engine.device if engine else None,
                 source="fallback",

@@ -96,14 +96,16 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("model_path", "cache_dir", "api_key_file", "fallback_device", mode="before")
+    @field_validator(
+        "model_path",
+        "cache_dir",
+        "api_key_file",
+        "fallback_device",
+        "kv_cache_precision",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @field_validator("kv_cache_precision", mode="before")
-    @classmethod
-    def _empty_precision(cls, value: object) -> object:
         return None if value == "" else value
 
     @field_validator("registry_path", "model_path", "models_dir", "cache_dir", "api_key_file")
@@ -115,6 +117,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    def fallback_model_name(self) -> str | None:
+        """The name /v1/models lists the fallback model under."""
+        path = self.model_path
+        if path is None:
+            return None
+        return path.stem if path.suffix == ".gguf" else path.name
 
     def resolved_api_key(self) -> str | None:
         if self.api_key is not None and self.api_key.get_secret_value():
