@@ -38,16 +38,12 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerF
 @pytest.fixture(scope="session")
 def tiny_registry(tiny_ir_int8: Path, tiny_ir_fp16: Path) -> dict[str, dict[str, Any]]:
     return {
-        "tiny-int8": {
-            "path": str(tiny_ir_int8),
+        f"tiny-{fmt}": {
+            "path": str(path),
             "task": "text-generation-with-past",
-            "weight_format": "int8",
-        },
-        "tiny-fp16": {
-            "path": str(tiny_ir_fp16),
-            "task": "text-generation-with-past",
-            "weight_format": "fp16",
-        },
+            "weight_format": fmt,
+        }
+        for fmt, path in (("int8", tiny_ir_int8), ("fp16", tiny_ir_fp16))
     }
 
 

@@ -354,7 +354,7 @@ def test_registry_edit_is_picked_up_live(
 
 
 def test_relative_registry_paths_resolve_against_the_registry_folder(
-    server_factory: Any, tmp_path: Path, tiny_ir_int8: Path
+    server_factory: Any, tiny_ir_int8: Path
 ) -> None:
     live = server_factory(None)
     registry_path = Path(live.env["OV_REGISTRY_PATH"])

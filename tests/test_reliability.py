@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from live_server import LiveServer, write_registry
 from ov_llm_server.app import create_app
+from ov_llm_server.engine import SamplingParams, StreamEvent
 from ov_llm_server.settings import Settings
 from tiny_model import DIALOGUES
 
@@ -197,6 +198,30 @@ def test_repeated_engine_failures_turn_health_503(
         assert refused.json()["error"]["code"] == "engine_unhealthy"
         stream = client.post("/v1/chat/completions", json={**body, "stream": True})
         assert stream.status_code == 503
+
+
+def test_a_real_step_failure_rebuilds_the_pipeline(
+    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    # A grammar GenAI cannot compile fails inside step() and leaves the real pipeline
+    # broken for every request; structured.py never sends one, so go to the engine directly.
+    registry = tmp_path / "registry.json"
+    write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
+    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
+        body = {"model": "tiny-int8", "messages": HELLO}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+
+        async def broken_request() -> list[StreamEvent]:
+            ids = engine.encode(engine.render_prompt(HELLO, None))
+            params = SamplingParams(max_new_tokens=4, grammar='root ::= "a" (("')
+            return [event async for event in engine.submit(ids, params)]
+
+        events = client.portal.call(broken_request)  # type: ignore[union-attr]
+        assert events[-1].finish_reason == "error"
+        again = client.post("/v1/chat/completions", json=body)
+        assert again.status_code == 200, again.text
+        assert again.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
 
 
 def test_one_failed_step_rebuilds_the_pipeline_and_recovers(
