@@ -41,6 +41,8 @@ import httpx
 import int8_ir
 import openvino_genai as og
 
+from ov_llm_server.engine import EngineConfig, build_pipeline
+
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +51,9 @@ README = ROOT / "bench" / "README.md"
 README_START = "<!-- bench:latest:start -->"
 README_END = "<!-- bench:latest:end -->"
 
-# The server's engine settings (OV_MAX_BATCH, OV_KV_CACHE_GB); the direct engine copies them.
-MAX_BATCH = 8
-KV_CACHE_GB = 0
-DEVICE = "CPU"
+# One engine setup for both sides: the direct engine is built by the server's own code.
+ENGINE = EngineConfig(device="CPU", max_batch=8, kv_cache_gb=0)
+DEVICE = ENGINE.device
 SERVED_NAME = "bench-model"
 # Requests per level: twice the streams, and at least this many (single-stream figures are
 # the noisiest and carry two of the three targets).
@@ -218,12 +219,7 @@ class DirectEngine:
     _ids = itertools.count(1)
 
     def __init__(self, model: Path) -> None:
-        scheduler = og.SchedulerConfig()
-        scheduler.cache_size = KV_CACHE_GB
-        scheduler.max_num_seqs = MAX_BATCH
-        scheduler.dynamic_split_fuse = True
-        scheduler.enable_prefix_caching = True
-        self.pipe = og.ContinuousBatchingPipeline(str(model), scheduler, DEVICE, {})
+        self.pipe = build_pipeline(model, ENGINE)
         self.tokenizer = self.pipe.get_tokenizer()
 
     def config(self, max_tokens: int) -> Any:
@@ -388,8 +384,8 @@ def start_server(model: Path, workdir: Path, extra_env: dict[str, str]) -> Any:
         "OV_DEVICE": DEVICE,
         "OV_MODEL_PATH": str(model),
         "OV_REGISTRY_PATH": str(workdir / "registry.json"),
-        "OV_MAX_BATCH": str(MAX_BATCH),
-        "OV_KV_CACHE_GB": str(KV_CACHE_GB),
+        "OV_MAX_BATCH": str(ENGINE.max_batch),
+        "OV_KV_CACHE_GB": str(ENGINE.kv_cache_gb),
         **extra_env,
     }
     return live_server.LiveServer(workdir, env).start()
@@ -781,8 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "concurrency": levels,
             "requests_per_level": {c: len(chats[c]) for c in levels},
-            "max_num_seqs": MAX_BATCH,
-            "kv_cache_gb": KV_CACHE_GB,
+            "max_num_seqs": ENGINE.max_batch,
+            "kv_cache_gb": ENGINE.kv_cache_gb,
             "dynamic_split_fuse": True,
             "prefix_caching": True,
             "sampling": "greedy, ignore_eos",

@@ -194,6 +194,26 @@ class _Request:
     last_finish: Any = None
 
 
+def build_pipeline(path: Path, config: EngineConfig) -> Any:
+    """The pipeline of one model as the server runs it (the benchmark's direct engine too)."""
+    scheduler = og.SchedulerConfig()
+    # 0 lets the KV cache grow with demand instead of reserving it up front.
+    scheduler.cache_size = config.kv_cache_gb
+    scheduler.max_num_seqs = config.max_batch
+    scheduler.dynamic_split_fuse = True
+    scheduler.enable_prefix_caching = True
+    properties: dict[str, Any] = {}
+    if config.kv_cache_precision:
+        properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
+        if config.kv_cache_precision == "f32":
+            # Paged attention refuses an f32 cache beside bf16/f16 inference.
+            properties["INFERENCE_PRECISION_HINT"] = "f32"
+    if config.cache_dir is not None:
+        config.cache_dir.mkdir(parents=True, exist_ok=True)
+        properties["CACHE_DIR"] = str(config.cache_dir)
+    return og.ContinuousBatchingPipeline(str(path), scheduler, config.device, properties)
+
+
 def _free_memory() -> None:
     """Give freed heap pages back to the system after a model unloads."""
     gc.collect()
@@ -235,23 +255,7 @@ class Engine:
         self._thread.start()
 
     def _build(self) -> Any:
-        config = self._config
-        scheduler = og.SchedulerConfig()
-        # 0 lets the KV cache grow with demand instead of reserving it up front.
-        scheduler.cache_size = config.kv_cache_gb
-        scheduler.max_num_seqs = config.max_batch
-        scheduler.dynamic_split_fuse = True
-        scheduler.enable_prefix_caching = True
-        properties: dict[str, Any] = {}
-        if config.kv_cache_precision:
-            properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
-            if config.kv_cache_precision == "f32":
-                # Paged attention refuses an f32 cache beside bf16/f16 inference.
-                properties["INFERENCE_PRECISION_HINT"] = "f32"
-        if config.cache_dir is not None:
-            config.cache_dir.mkdir(parents=True, exist_ok=True)
-            properties["CACHE_DIR"] = str(config.cache_dir)
-        return og.ContinuousBatchingPipeline(str(self.path), scheduler, self.device, properties)
+        return build_pipeline(self.path, self._config)
 
     @property
     def wedged(self) -> bool:
