@@ -56,7 +56,8 @@ class ModelManager:
         self._loading: dict[str, asyncio.Task[Engine]] = {}
         self._failures: dict[str, LoadFailure] = {}
         self._idle_task: asyncio.Task[None] | None = None
-        self._fallback_names: set[str] = set()
+        # Names are the clients' to choose: a set of them would grow without bound.
+        self._fallback_logged = False
 
     # ------------------------------------------------------------ resolution
 
@@ -65,13 +66,13 @@ class ModelManager:
         if entry is not None:
             return ResolvedModel(name, resolve_model_path(self.registry.path, entry), entry)
         if self.settings.model_path is not None:
-            if name not in self._fallback_names:
-                self._fallback_names.add(name)
-                log.info(
-                    "model %r is not in the registry: the fallback model %s serves it",
-                    name,
-                    self.settings.model_path,
-                )
+            log.log(
+                logging.DEBUG if self._fallback_logged else logging.INFO,
+                "model %r is not in the registry: the fallback model %s serves it",
+                name,
+                self.settings.model_path,
+            )
+            self._fallback_logged = True
             return ResolvedModel(name, self.settings.model_path, None)
         raise errors.model_not_found(name)
 
