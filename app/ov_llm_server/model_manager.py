@@ -76,6 +76,12 @@ class ModelManager:
             return ResolvedModel(name, self.settings.model_path, None)
         raise errors.model_not_found(name)
 
+    def metric_label(self, name: str) -> str:
+        """The metrics label of a requested name: bounded by the registry, unlike the names."""
+        if name in self.registry.entries():
+            return name
+        return self.settings.fallback_model_name() or "unknown"
+
     # ------------------------------------------------------------ state
 
     def loaded(self) -> list[Engine]:

@@ -54,6 +54,7 @@ class _Call:
     first_token_at: float | None = None
     finish_reason: str = "error"
     status: int = 200
+    label: str = "unknown"  # the model label of the metrics
 
     def usage(self) -> Usage:
         return Usage(
@@ -72,6 +73,7 @@ class ChatService:
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         client = request.client.host if request.client else "-"
         call = _Call(request.state.request_id, body.model, client, body.stream)
+        call.label = self.models.metric_label(body.model)
         try:
             self._check(body)
             resolved, engine = await self.models.get(body.model)
@@ -275,20 +277,20 @@ class ChatService:
     def _finish_log(self, call: _Call) -> None:
         elapsed = time.perf_counter() - call.started
         m = self.metrics
-        m.requests.labels(call.model, str(call.status)).inc()
+        m.requests.labels(call.label, str(call.status)).inc()
         if call.status == 200:
-            m.latency.labels(call.model).observe(elapsed)
-            m.prompt_tokens.labels(call.model).inc(call.prompt_tokens)
-            m.completion_tokens.labels(call.model).inc(call.completion_tokens)
+            m.latency.labels(call.label).observe(elapsed)
+            m.prompt_tokens.labels(call.label).inc(call.prompt_tokens)
+            m.completion_tokens.labels(call.label).inc(call.completion_tokens)
             if call.first_token_at is not None:
-                m.ttft.labels(call.model).observe(call.first_token_at - call.started)
+                m.ttft.labels(call.label).observe(call.first_token_at - call.started)
                 if call.completion_tokens > 1:
                     per_token = (time.perf_counter() - call.first_token_at) / (
                         call.completion_tokens - 1
                     )
-                    m.tpot.labels(call.model).observe(per_token)
+                    m.tpot.labels(call.label).observe(per_token)
         elif call.status == 499:
-            m.cancelled.labels(call.model).inc()
+            m.cancelled.labels(call.label).inc()
         log.info(
             "completion request_id=%s model=%s client=%s latency_ms=%.1f status=%d "
             "prompt_tokens=%d completion_tokens=%d finish=%s stream=%s",
