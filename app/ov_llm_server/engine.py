@@ -25,6 +25,8 @@ from typing import Any
 
 import openvino_genai as og
 
+from .parsing import partial_suffix
+
 log = logging.getLogger(__name__)
 
 # After this many consecutive failed engine steps the engine reports itself wedged.
@@ -129,15 +131,7 @@ class StopMatcher:
         if hits:
             self._held = ""
             return text[: min(hits)], True
-        hold = max(
-            (
-                size
-                for stop in self._stops
-                for size in range(1, len(stop))
-                if text.endswith(stop[:size])
-            ),
-            default=0,
-        )
+        hold = max(partial_suffix(text, stop) for stop in self._stops)
         self._held = text[len(text) - hold :]
         return text[: len(text) - hold], False
 

@@ -6,18 +6,10 @@ that already opened ``<think>`` in the prompt starts the parser inside the block
 
 from __future__ import annotations
 
-from .parsing import OutputParser, ParsedDelta
+from .parsing import OutputParser, ParsedDelta, partial_suffix
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
-
-
-def partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of ``text`` that is a proper start of ``tag``."""
-    for size in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:size]):
-            return size
-    return 0
 
 
 class ThinkParser(OutputParser):

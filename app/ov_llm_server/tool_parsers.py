@@ -28,9 +28,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .parsing import OutputParser, ParsedDelta, ParsedToolCall
+from .parsing import OutputParser, ParsedDelta, ParsedToolCall, partial_suffix
 from .protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
-from .reasoning import partial_suffix
 
 log = logging.getLogger(__name__)
 
