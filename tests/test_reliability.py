@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from live_server import LiveServer, write_registry
 from ov_llm_server.app import create_app
-from ov_llm_server.engine import SamplingParams, StreamEvent
+from ov_llm_server.engine import Engine, SamplingParams, StreamEvent
 from ov_llm_server.settings import Settings
 from tiny_model import DIALOGUES
 
@@ -172,89 +173,66 @@ class _FailingPipe:
         return getattr(self._pipe, name)
 
 
-def test_repeated_engine_failures_turn_health_503(
+BODY = {"model": "tiny-int8", "messages": HELLO}
+
+
+@pytest.fixture
+def in_process(
     tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
-) -> None:
+) -> Iterator[tuple[TestClient, Engine]]:
+    """The app in this process (so the test can reach its engine), the tiny model loaded."""
     registry = tmp_path / "registry.json"
     write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
-    settings = Settings(device="CPU", registry_path=registry)
-    with TestClient(create_app(settings)) as client:
-        body = {"model": "tiny-int8", "messages": HELLO}
-        assert client.post("/v1/chat/completions", json=body).status_code == 200
-        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
-        real_build = engine._build
-        # The device stays broken: every rebuilt pipeline fails too.
-        engine._build = lambda: _FailingPipe(real_build())
-        engine._pipe = _FailingPipe(engine._pipe)
-        for _ in range(3):
-            failed = client.post("/v1/chat/completions", json=body)
-            assert failed.status_code == 500
-            assert failed.json()["error"]["code"] == "engine_error"
-        health = client.get("/health")
-        assert health.status_code == 503
-        assert health.json()["status"] == "error"
-        refused = client.post("/v1/chat/completions", json=body)
-        assert refused.status_code == 503
-        assert refused.json()["error"]["code"] == "engine_unhealthy"
-        stream = client.post("/v1/chat/completions", json={**body, "stream": True})
-        assert stream.status_code == 503
+    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
+        assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+        yield client, client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
 
 
-def test_a_real_step_failure_rebuilds_the_pipeline(
-    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
-) -> None:
+def test_repeated_engine_failures_turn_health_503(in_process: tuple[TestClient, Engine]) -> None:
+    client, engine = in_process
+    real_build = engine._build
+    # The device stays broken: every rebuilt pipeline fails too.
+    engine._build = lambda: _FailingPipe(real_build())  # type: ignore[method-assign]
+    engine._pipe = _FailingPipe(engine._pipe)
+    for _ in range(3):
+        failed = client.post("/v1/chat/completions", json=BODY)
+        assert failed.status_code == 500
+        assert failed.json()["error"]["code"] == "engine_error"
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "error"
+    refused = client.post("/v1/chat/completions", json=BODY)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "engine_unhealthy"
+    stream = client.post("/v1/chat/completions", json={**BODY, "stream": True})
+    assert stream.status_code == 503
+
+
+def test_a_real_step_failure_rebuilds_the_pipeline(in_process: tuple[TestClient, Engine]) -> None:
     # A grammar GenAI cannot compile fails inside step() and leaves the real pipeline
     # broken for every request; structured.py never sends one, so go to the engine directly.
-    registry = tmp_path / "registry.json"
-    write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
-    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
-        body = {"model": "tiny-int8", "messages": HELLO}
-        assert client.post("/v1/chat/completions", json=body).status_code == 200
-        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+    client, engine = in_process
 
-        async def broken_request() -> list[StreamEvent]:
-            ids = engine.encode(engine.render_prompt(HELLO, None))
-            params = SamplingParams(max_new_tokens=4, grammar='root ::= "a" (("')
-            return [event async for event in engine.submit(ids, params)]
+    async def broken_request() -> list[StreamEvent]:
+        ids = engine.encode(engine.render_prompt(HELLO, None))
+        params = SamplingParams(max_new_tokens=4, grammar='root ::= "a" (("')
+        return [event async for event in engine.submit(ids, params)]
 
-        events = client.portal.call(broken_request)  # type: ignore[union-attr]
-        assert events[-1].finish_reason == "error"
-        again = client.post("/v1/chat/completions", json=body)
-        assert again.status_code == 200, again.text
-        assert again.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
+    events = client.portal.call(broken_request)  # type: ignore[union-attr]
+    assert events[-1].finish_reason == "error"
+    again = client.post("/v1/chat/completions", json=BODY)
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
+    assert client.get("/health").json()["status"] == "ok"
 
 
-def test_one_failed_step_rebuilds_the_pipeline_and_recovers(
-    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
-) -> None:
-    registry = tmp_path / "registry.json"
-    write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
-    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
-        body = {"model": "tiny-int8", "messages": HELLO}
-        assert client.post("/v1/chat/completions", json=body).status_code == 200
-        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
-        engine._pipe = _FailingPipe(engine._pipe)
-        assert client.post("/v1/chat/completions", json=body).status_code == 500
-        again = client.post("/v1/chat/completions", json=body)
-        assert again.status_code == 200
-        assert again.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
-        assert client.get("/health").json()["status"] == "ok"
-
-
-def test_stream_error_is_an_sse_event_then_done(
-    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
-) -> None:
-    registry = tmp_path / "registry.json"
-    write_registry(registry, {"m": tiny_registry["tiny-int8"]})
-    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
-        body = {"model": "m", "messages": HELLO}
-        client.post("/v1/chat/completions", json=body)
-        engine = client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
-        engine._pipe = _FailingPipe(engine._pipe)
-        response = client.post("/v1/chat/completions", json={**body, "stream": True})
-        data = [line for line in response.text.splitlines() if line.startswith("data: ")]
-        assert '"error"' in data[-2] and "engine_error" in data[-2]
-        assert data[-1] == "data: [DONE]"
+def test_stream_error_is_an_sse_event_then_done(in_process: tuple[TestClient, Engine]) -> None:
+    client, engine = in_process
+    engine._pipe = _FailingPipe(engine._pipe)
+    response = client.post("/v1/chat/completions", json={**BODY, "stream": True})
+    data = [line for line in response.text.splitlines() if line.startswith("data: ")]
+    assert '"error"' in data[-2] and "engine_error" in data[-2]
+    assert data[-1] == "data: [DONE]"
 
 
 def test_fallback_device_is_used_and_reported(
