@@ -40,8 +40,10 @@ from typing import Any
 import httpx
 import int8_ir
 import openvino_genai as og
+import psutil
 
-from ov_llm_server.engine import EngineConfig, build_pipeline
+from ov_llm_server.engine.core.pipelines import build_pipeline
+from ov_llm_server.engine.messages import EngineConfig
 
 log = logging.getLogger("bench")
 
@@ -59,10 +61,15 @@ SERVED_NAME = "bench-model"
 # the noisiest and carry two of the three targets).
 MIN_REQUESTS = 8
 
-# Targets of issue 6.
+# Targets (issues 6 and 10).
 SINGLE_STREAM_RATIO = 0.95
+MULTI_STREAM_RATIO = 0.90
 SCALING_RATIO = 2.5
 TTFT_MARGIN_MS = 5.0
+HEALTH_P99_MS = 50.0
+MEMORY_RETURN_RATIO = 1.10
+# /health is asked this often while streams generate.
+HEALTH_PROBE_INTERVAL_S = 0.05
 
 TOPICS = (
     "lighthouses",
@@ -130,13 +137,19 @@ class LevelResult:
     # for the server, of this process as its HTTP client, per output token.
     cpu_ms_per_token: float
     client_cpu_ms_per_token: float | None
+    # /health latency while the level's streams generate (server mode only).
+    health_p50_ms: float | None = None
+    health_p99_ms: float | None = None
+    health_max_ms: float | None = None
     records: list[RequestRecord] = field(default_factory=list, repr=False)
+    health_ms: list[float] = field(default_factory=list, repr=False)
     clock: Clock = field(default_factory=lambda: Clock(), repr=False)
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("records")
         out.pop("clock")
+        out.pop("health_ms")
         return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -151,14 +164,41 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants (the server and its engine processes)."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process, all threads (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its descendants, all threads."""
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants, in MB."""
+    total = 0
+    for process in process_tree(pid):
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 1e6
 
 
 def summarise(
-    mode: str, concurrency: int, clock: Clock, records: list[RequestRecord]
+    mode: str,
+    concurrency: int,
+    clock: Clock,
+    records: list[RequestRecord],
+    health_ms: list[float] | None = None,
 ) -> LevelResult:
     ttfts = [r.first_s * 1000 for r in records]
     tpots = [r.tpot_s * 1000 for r in records if r.tpot_s is not None]
@@ -177,8 +217,12 @@ def summarise(
         client_cpu_ms_per_token=(
             clock.client_cpu_s * 1000 / tokens if clock.client_cpu_s is not None else None
         ),
+        health_p50_ms=percentile(health_ms, 0.5) if health_ms else None,
+        health_p99_ms=percentile(health_ms, 0.99) if health_ms else None,
+        health_max_ms=max(health_ms) if health_ms else None,
         records=records,
         clock=clock,
+        health_ms=health_ms or [],
     )
 
 
@@ -357,24 +401,44 @@ async def server_level(
         httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
         for _ in range(concurrency)
     ]
+    prober = httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
     try:
         # Open every connection before the clock starts.
-        await asyncio.gather(*(client.get("/health") for client in clients))
+        await asyncio.gather(*(client.get("/health") for client in [*clients, prober]))
 
         async def worker(client: httpx.AsyncClient) -> None:
             while queue:
                 records.append(await stream_one(client, queue.popleft(), max_tokens))
 
+        done = asyncio.Event()
         started, cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_s(pid)
+        probe = asyncio.create_task(health_probe(prober, done))
         await asyncio.gather(*(worker(client) for client in clients))
+        done.set()
+        health_ms = await probe
         clock = Clock(
             wall_s=time.perf_counter() - started,
             cpu_s=process_cpu_s(pid) - server_cpu,
             client_cpu_s=time.process_time() - cpu,
         )
     finally:
-        await asyncio.gather(*(client.aclose() for client in clients))
-    return summarise("server", concurrency, clock, records)
+        await asyncio.gather(*(client.aclose() for client in [*clients, prober]))
+    return summarise("server", concurrency, clock, records, health_ms)
+
+
+async def health_probe(client: httpx.AsyncClient, done: asyncio.Event) -> list[float]:
+    """``GET /health`` latencies (ms), one every HEALTH_PROBE_INTERVAL_S until ``done``."""
+    latencies: list[float] = []
+    while not done.is_set():
+        sent = time.perf_counter()
+        response = await client.get("/health")
+        latencies.append((time.perf_counter() - sent) * 1000)
+        response.raise_for_status()
+        try:
+            await asyncio.wait_for(done.wait(), HEALTH_PROBE_INTERVAL_S)
+        except TimeoutError:
+            pass
+    return latencies
 
 
 def start_server(model: Path, workdir: Path, extra_env: dict[str, str]) -> Any:
@@ -443,13 +507,18 @@ def run_level(
     parts = [chats[i : i + size] for i in range(0, len(chats), size)]
     clocks = {mode: Clock() for mode in runners}
     records: dict[str, list[RequestRecord]] = {mode: [] for mode in runners}
+    health: dict[str, list[float]] = {mode: [] for mode in runners}
     for index, part in enumerate(parts):
         order = list(runners) if index % 2 == 0 else list(reversed(runners))
         for mode in order:
             result = runners[mode](part, concurrency, f"{mode}-c{concurrency}-r{index}")
             clocks[mode] += result.clock
             records[mode].extend(result.records)
-    return {mode: summarise(mode, concurrency, clocks[mode], records[mode]) for mode in runners}
+            health[mode].extend(result.health_ms)
+    return {
+        mode: summarise(mode, concurrency, clocks[mode], records[mode], health[mode])
+        for mode in runners
+    }
 
 
 # ---------------------------------------------------------------- reporting
@@ -488,20 +557,24 @@ def git_commit() -> str | None:
 
 
 def targets(
-    results: dict[str, dict[int, LevelResult]], levels: Sequence[int]
+    results: dict[str, dict[int, LevelResult]],
+    levels: Sequence[int],
+    memory: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     direct, server = results["direct"], results["server"]
     out: list[dict[str, Any]] = []
-    if 1 in direct and 1 in server:
-        ratio = server[1].tokens_per_s / direct[1].tokens_per_s
-        out.append(
-            {
-                "name": "server single-stream tok/s ÷ direct engine's",
-                "value": round(ratio, 3),
-                "target": f">= {SINGLE_STREAM_RATIO}",
-                "met": ratio >= SINGLE_STREAM_RATIO,
-            }
-        )
+    for level in levels:
+        if level in direct and level in server:
+            ratio = server[level].tokens_per_s / direct[level].tokens_per_s
+            goal = SINGLE_STREAM_RATIO if level == 1 else MULTI_STREAM_RATIO
+            out.append(
+                {
+                    "name": f"server {level}-stream tok/s ÷ direct engine's",
+                    "value": round(ratio, 3),
+                    "target": f">= {goal}",
+                    "met": ratio >= goal,
+                }
+            )
     top = max(levels)
     if 1 in server and top > 1 and top in server:
         ratio = server[top].tokens_per_s / server[1].tokens_per_s
@@ -533,7 +606,73 @@ def targets(
                 "paired_median_ms": round(paired, 2),
             }
         )
+    if top in server and server[top].health_p99_ms is not None:
+        p99 = server[top].health_p99_ms
+        out.append(
+            {
+                "name": f"GET /health p99 while {top} streams generate (ms)",
+                "value": round(p99, 1),
+                "target": f"<= {HEALTH_P99_MS}",
+                "met": p99 <= HEALTH_P99_MS,
+            }
+        )
+    if memory is not None:
+        ratio = memory["after_unload_mb"] / memory["before_load_mb"]
+        out.append(
+            {
+                "name": "service memory after an unload ÷ before the load (server + engines)",
+                "value": round(ratio, 3),
+                "target": f"<= {MEMORY_RETURN_RATIO}",
+                "met": ratio <= MEMORY_RETURN_RATIO,
+            }
+        )
     return out
+
+
+async def idle_health_ms(base_url: str, count: int = 20) -> list[float]:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        await client.get("/health")
+        done = asyncio.Event()
+        probe = asyncio.create_task(health_probe(client, done))
+        await asyncio.sleep(count * HEALTH_PROBE_INTERVAL_S)
+        done.set()
+        return await probe
+
+
+def engine_hop(base_url: str) -> dict[str, Any]:
+    """Mean time from an engine's step output to the HTTP process reading it (/metrics)."""
+    text = httpx.get(f"{base_url}/metrics").text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("ov_engine_hop_seconds_sum", "ov_engine_hop_seconds_count"):
+            if line.startswith(key + " "):
+                values[key] = float(line.split()[1])
+    count = values.get("ov_engine_hop_seconds_count", 0.0)
+    mean = values.get("ov_engine_hop_seconds_sum", 0.0) / count if count else float("nan")
+    return {"steps": int(count), "mean_us": round(mean * 1e6, 1)}
+
+
+def measure_memory(model: Path, workdir: Path, extra_env: dict[str, str]) -> dict[str, Any]:
+    """Memory of the service (server + engine processes) before a load, loaded, unloaded."""
+    env = {**extra_env, "OV_IDLE_UNLOAD_SECONDS": "2"}
+    server = start_server(model, workdir, env)
+    try:
+        assert server.process is not None
+        pid = server.process.pid
+        time.sleep(1.0)
+        before = process_rss_mb(pid)
+        asyncio.run(server_level(server.base_url, pid, conversations(0, 1, "memory"), 1, 16))
+        loaded = process_rss_mb(pid)
+        server.wait_for_log("model unloaded", timeout=60)
+        time.sleep(1.0)
+        after = process_rss_mb(pid)
+    finally:
+        server.stop()
+    return {
+        "before_load_mb": round(before, 1),
+        "loaded_mb": round(loaded, 1),
+        "after_unload_mb": round(after, 1),
+    }
 
 
 MODE_LABELS = {
@@ -553,8 +692,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"openvino-genai {report['machine']['openvino_genai']}, {report['date']}.",
         "",
         "| mode | streams | requests | TTFT p50 (ms) | TTFT p90 (ms) | TPOT p50 (ms) | "
-        "output tok/s | ÷ direct | CPU ms/token |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "output tok/s | ÷ direct | CPU ms/token | /health p50 / p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     direct = {row["concurrency"]: row for row in report["results"]["direct"]}
     for mode in ("direct", "llm_pipeline", "server"):
@@ -564,10 +703,33 @@ def markdown(report: dict[str, Any]) -> str:
             cpu = f"{row['cpu_ms_per_token']:.1f}"
             if row["client_cpu_ms_per_token"] is not None:
                 cpu += f" + {row['client_cpu_ms_per_token']:.1f} client"
+            health = (
+                f"{row['health_p50_ms']:.1f} / {row['health_p99_ms']:.1f}"
+                if row.get("health_p99_ms") is not None
+                else "–"
+            )
             lines.append(
                 f"| {MODE_LABELS[mode]} | {row['concurrency']} | {row['requests']} | "
                 f"{row['ttft_p50_ms']:.1f} | {row['ttft_p90_ms']:.1f} | "
-                f"{row['tpot_p50_ms']:.2f} | {row['tokens_per_s']:.1f} | {ratio} | {cpu} |"
+                f"{row['tpot_p50_ms']:.2f} | {row['tokens_per_s']:.1f} | {ratio} | {cpu} | "
+                f"{health} |"
+            )
+    extra = report.get("server_extra", {})
+    if extra:
+        idle = extra["idle_health_ms"]
+        hop = extra["engine_hop"]
+        lines += [
+            "",
+            f"Idle `/health`: p50 {idle['p50']:.1f} ms, p99 {idle['p99']:.1f} ms. "
+            f"Process hop (engine step output → HTTP process): mean {hop['mean_us']:.0f} µs "
+            f"over {hop['steps']} step messages.",
+        ]
+        memory = extra.get("memory")
+        if memory:
+            lines.append(
+                f"Service memory (server + engine processes, RSS): {memory['before_load_mb']:.0f}"
+                f" MB before the load, {memory['loaded_mb']:.0f} MB loaded, "
+                f"{memory['after_unload_mb']:.0f} MB after it unloaded."
             )
     lines += ["", "Targets:", ""]
     for target in report["targets"]:
@@ -694,6 +856,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile", type=Path, default=None, help="py-spy speedscope profiles of the server here"
     )
     parser.add_argument(
+        "--no-memory", action="store_true", help="skip the memory measurement (load, unload)"
+    )
+    parser.add_argument(
         "--server-env",
         type=_key_value,
         action="append",
@@ -741,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("server pid %d at %s", server.process.pid, server.base_url)
             pid = server.process.pid
             asyncio.run(server_level(server.base_url, pid, warmup, 1, 8))  # loads the model
+            idle = asyncio.run(idle_health_ms(server.base_url))
             profiler = Profiler(args.profile, server.process.pid)
 
             def on_server(part: list[Messages], c: int, name: str) -> LevelResult:
@@ -761,8 +927,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for mode, result in run_level(runners, chats[c], c, rounds).items():
                     results[mode][c] = result
                     log.info("%s c=%d %s", mode, c, result.summary())
+            hop = engine_hop(server.base_url)
         finally:
             server.stop()
+        memory = None
+        if not args.no_memory:
+            memory = measure_memory(model, Path(workdir) / "memory", dict(args.server_env))
+            log.info("memory %s", memory)
+    server_extra = {
+        "idle_health_ms": {"p50": percentile(idle, 0.5), "p99": percentile(idle, 0.99)},
+        "engine_hop": hop,
+        "memory": memory,
+    }
 
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -790,7 +966,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode, by_level in results.items()
             if by_level
         },
-        "targets": targets(results, levels),
+        "server_extra": server_extra,
+        "targets": targets(results, levels, memory),
         "duration_s": round(time.perf_counter() - began, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import openvino_genai as og
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ov_llm_server.engine import IncrementalDetokenizer, StopMatcher
+from ov_llm_server.engine.core.text import IncrementalDetokenizer, StopMatcher
 
 
 def _split(text: str, cuts: list[int]) -> list[str]:

@@ -121,20 +121,30 @@ def test_non_streaming_request_is_cancelled_when_the_client_leaves(
     assert tokens < 1000, line
 
 
+def service_rss(pid: int) -> int:
+    """Resident memory of the server and its engine processes."""
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def test_unloading_gives_memory_back(server_factory: Any, smollm2_gguf: Path) -> None:
     live = server_factory({}, OV_MODEL_PATH=str(smollm2_gguf), OV_IDLE_UNLOAD_SECONDS="2")
     assert live.process is not None
-    process = psutil.Process(live.process.pid)
-    before = process.memory_info().rss
+    before = service_rss(live.process.pid)
     body = {"model": "smol", "messages": HELLO, "max_tokens": 4}
-    assert httpx.post(f"{live.v1}/chat/completions", json=body, timeout=120).status_code == 200
-    loaded_rss = process.memory_info().rss
-    grown = loaded_rss - before
-    assert grown > 50 * 2**20  # the model really took memory
-    live.wait_for_log("model unloaded name=smol", timeout=20)
-    time.sleep(0.5)
-    after = process.memory_info().rss
-    assert after < loaded_rss - grown / 2, (before, loaded_rss, after)
+    assert httpx.post(f"{live.v1}/chat/completions", json=body, timeout=300).status_code == 200
+    loaded_rss = service_rss(live.process.pid)
+    assert loaded_rss - before > 50 * 2**20  # the model really took memory
+    live.wait_for_log("model unloaded name=SmolLM2", timeout=30)
+    after = service_rss(live.process.pid)
+    # The engine process exits with its model: the service is back where it was.
+    assert after <= before * 1.10, (before, loaded_rss, after)
 
 
 def test_f32_kv_cache_precision_loads_and_answers(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from live_server import LiveServer, write_registry
+from ov_llm_server import serving
 from ov_llm_server.app import create_app
-from ov_llm_server.engine import Engine, SamplingParams, StreamEvent
 from ov_llm_server.settings import Settings
 from tiny_model import DIALOGUES
 
@@ -157,119 +159,114 @@ def test_full_queue_answers_429_with_retry_after(server_factory: Any, smollm2_gg
     assert error_of(rejected, 429)["code"] == "queue_full"
 
 
-# ---------------------------------------------------------------- degraded engine
+# ---------------------------------------------------------------- a bug of ours mid-stream
 
 
-class _FailingPipe:
-    """Wraps a real pipeline; every step raises, as a wedged device would."""
+def test_a_server_error_inside_a_stream_is_an_error_event_then_done(
+    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A parser that raises stands for any bug on the HTTP side of a stream: the client must
+    # get an error event and [DONE], and the log must say 500, not 499.
+    class Broken:
+        def feed(self, text: str) -> Any:
+            raise RuntimeError("parser bug")
 
-    def __init__(self, pipe: Any) -> None:
-        self._pipe = pipe
+        def finish(self) -> Any:
+            raise RuntimeError("parser bug")
 
-    def step(self) -> None:
-        raise RuntimeError("Infer Request is busy")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pipe, name)
-
-
-BODY = {"model": "tiny-int8", "messages": HELLO}
-
-
-@pytest.fixture
-def in_process(
-    tmp_path: Path, tiny_registry: dict[str, dict[str, Any]]
-) -> Iterator[tuple[TestClient, Engine]]:
-    """The app in this process (so the test can reach its engine), the tiny model loaded."""
+    monkeypatch.setattr(serving, "build_output_parser", lambda *a, **k: Broken())
     registry = tmp_path / "registry.json"
     write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
     with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
-        assert client.post("/v1/chat/completions", json=BODY).status_code == 200
-        yield client, client.app.state.models.loaded()[0]  # type: ignore[attr-defined]
+        with caplog_lines() as lines:
+            response = client.post(
+                "/v1/chat/completions",
+                json={"model": "tiny-int8", "messages": HELLO, "stream": True},
+            )
+        data = [line for line in response.text.splitlines() if line.startswith("data: ")]
+        assert data[-1] == "data: [DONE]"
+        assert "internal_error" in data[-2]
+        assert any("status=500" in line for line in lines), lines
 
 
-def test_repeated_engine_failures_turn_health_503(in_process: tuple[TestClient, Engine]) -> None:
-    client, engine = in_process
-    real_build = engine._build
-    # The device stays broken: every rebuilt pipeline fails too.
-    engine._build = lambda: _FailingPipe(real_build())  # type: ignore[method-assign]
-    engine._pipe = _FailingPipe(engine._pipe)
-    for _ in range(3):
-        failed = client.post("/v1/chat/completions", json=BODY)
-        assert failed.status_code == 500
-        assert failed.json()["error"]["code"] == "engine_error"
-    health = client.get("/health")
-    assert health.status_code == 503
-    assert health.json()["status"] == "error"
-    refused = client.post("/v1/chat/completions", json=BODY)
-    assert refused.status_code == 503
-    assert refused.json()["error"]["code"] == "engine_unhealthy"
-    stream = client.post("/v1/chat/completions", json={**BODY, "stream": True})
-    assert stream.status_code == 503
+@contextlib.contextmanager
+def caplog_lines() -> Iterator[list[str]]:
+    """The request log lines written inside the block."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ov_llm_server.requests")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
-def test_a_real_step_failure_rebuilds_the_pipeline(in_process: tuple[TestClient, Engine]) -> None:
-    # A grammar GenAI cannot compile fails inside step() and leaves the real pipeline
-    # broken for every request; structured.py never sends one, so go to the engine directly.
-    client, engine = in_process
-
-    async def broken_request() -> list[StreamEvent]:
-        ids = engine.encode(engine.render_prompt(HELLO, None))
-        params = SamplingParams(max_new_tokens=4, grammar='root ::= "a" (("')
-        return [event async for event in engine.submit(ids, params)]
-
-    events = client.portal.call(broken_request)  # type: ignore[union-attr]
-    assert events[-1].finish_reason == "error"
-    again = client.post("/v1/chat/completions", json=BODY)
-    assert again.status_code == 200, again.text
-    assert again.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
-    assert client.get("/health").json()["status"] == "ok"
-
-
-def test_stream_error_is_an_sse_event_then_done(in_process: tuple[TestClient, Engine]) -> None:
-    client, engine = in_process
-    engine._pipe = _FailingPipe(engine._pipe)
-    response = client.post("/v1/chat/completions", json={**BODY, "stream": True})
-    data = [line for line in response.text.splitlines() if line.startswith("data: ")]
-    assert '"error"' in data[-2] and "engine_error" in data[-2]
-    assert data[-1] == "data: [DONE]"
+# ---------------------------------------------------------------- devices
 
 
 def test_fallback_device_is_used_and_reported(
     server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
 ) -> None:
-    # This machine has no GPU: loading on GPU fails and the CPU fallback takes over.
-    live = server_factory(tiny_registry, OV_DEVICE="GPU", OV_FALLBACK_DEVICE="CPU")
+    # No machine has an eighth GPU: loading there fails and the CPU fallback takes over.
+    live = server_factory(tiny_registry, OV_DEVICE="GPU.7", OV_FALLBACK_DEVICE="CPU")
     response = chat(live, {"model": "tiny-int8", "messages": HELLO})
     assert response.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
     health = httpx.get(f"{live.base_url}/health").json()
-    assert health["device"] == "GPU"
+    assert health["device"] == "GPU.7"
     assert health["fallback_device_in_use"] is True
     assert health["loaded_models"][0]["device"] == "CPU"
     card = httpx.get(f"{live.v1}/models/tiny-int8").json()
     assert card["device"] == "CPU"
     live.wait_for_log("retrying on fallback device CPU")
-    live.wait_for_log("device GPU is not available")
+    live.wait_for_log("device GPU.7 is not available")
 
 
 def test_without_fallback_a_missing_device_is_503(
     server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
 ) -> None:
-    live = server_factory(tiny_registry, OV_DEVICE="GPU")
+    live = server_factory(tiny_registry, OV_DEVICE="GPU.7")
     error = error_of(chat(live, {"model": "tiny-int8", "messages": HELLO}), 503)
     assert error["code"] == "model_unavailable"
-    assert httpx.get(f"{live.base_url}/health").json()["status"] == "degraded"
+    assert "GPU.7" in error["message"]
+    # The one model asked for cannot answer: the node serves nothing.
+    health = httpx.get(f"{live.base_url}/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "error"
+    assert health.json()["loaded_models"][0]["state"] == "failed"
 
 
 # ---------------------------------------------------------------- settings and shutdown
 
 
-def test_invalid_setting_stops_the_start_with_one_line(tmp_path: Path) -> None:
-    live = LiveServer(tmp_path, {"OV_PORT": "not-a-port"})
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"OV_PORT": "not-a-port"}, "invalid OV_PORT"),
+        # Fail closed: a key file that holds no key, or cannot be read, stops the start.
+        (
+            {"OV_API_KEY_FILE": "{tmp}/empty-key"},
+            "invalid OV_API_KEY_FILE: {tmp}/empty-key holds no key",
+        ),
+        (
+            {"OV_API_KEY_FILE": "{tmp}/no-such-key"},
+            "invalid OV_API_KEY_FILE: cannot read {tmp}/no-such-key",
+        ),
+    ],
+)
+def test_invalid_setting_stops_the_start_with_one_line(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "empty-key").write_text("  \n", encoding="utf-8")
+    live = LiveServer(tmp_path, {k: v.format(tmp=tmp_path) for k, v in env.items()})
     with pytest.raises(RuntimeError, match="server exited early"):
         live.start(timeout=20)
     lines = [line for line in live.log().splitlines() if line.strip()]
-    assert lines == [lines[-1]] and "invalid OV_PORT" in lines[-1]
+    assert lines == [lines[-1]] and expected.format(tmp=tmp_path) in lines[-1], lines
 
 
 def test_sigterm_lets_a_running_stream_finish(server_factory: Any, smollm2_gguf: Path) -> None:
@@ -300,3 +297,15 @@ def test_corrupt_gguf_is_503_and_named(server_factory: Any, tmp_path: Path) -> N
     error = error_of(chat(live, {"model": "g", "messages": HELLO}), 503)
     assert error["code"] == "model_unavailable"
     assert "'g' failed to load" in error["message"]
+
+
+# ---------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny-int8\nINFO forged log line", "bell\x07", "x" * 300, "del\x7f"]
+)
+def test_hostile_model_names_are_refused(server: LiveServer, name: str) -> None:
+    error = error_of(chat(server, {"model": name, "messages": HELLO}), 400)
+    assert error["param"] == "model"
+    assert "forged" not in server.log()

@@ -2,7 +2,13 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("ov-llm-server")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"
+
+
+__version__ = _version("ov-llm-server")
+OPENVINO_GENAI_VERSION = _version("openvino-genai")

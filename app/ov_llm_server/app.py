@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import shutil
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from . import __version__
-from .engine import available_devices, openvino_version
+from . import OPENVINO_GENAI_VERSION, __version__
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -22,11 +26,33 @@ from .settings import Settings
 
 log = logging.getLogger("ov_llm_server")
 
+# Listing OpenVINO's devices initialises the GPU plugin, which a broken driver can crash:
+# it is done in a child process, never in this one.
+_LIST_DEVICES = "import json, openvino as ov; print(json.dumps(ov.Core().available_devices))"
+
+
+async def available_devices(timeout: float = 60.0) -> list[str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _LIST_DEVICES, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        return []
+    try:
+        devices = json.loads(out)
+    except ValueError:
+        return []
+    return [str(d) for d in devices] if isinstance(devices, list) else []
+
 
 def create_app(settings: Settings) -> FastAPI:
     registry = RegistryWatcher(settings.registry_path)
     metrics = Metrics()
-    models = ModelManager(settings, registry, metrics)
+    # The engines' sockets: private to this process and its engine processes.
+    runtime_dir = Path(tempfile.mkdtemp(prefix="ov-llm-server-"))
+    models = ModelManager(settings, registry, metrics, runtime_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
             "ov-llm-server starting version=%s openvino=%s device=%s fallback_device=%s "
             "registry=%s registry_models=%d fallback_model=%s cache_dir=%s auth=%s",
             __version__,
-            openvino_version(),
+            OPENVINO_GENAI_VERSION,
             settings.device,
             settings.fallback_device or "-",
             settings.registry_path,
@@ -46,8 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         if snapshot.error:
             log.warning("registry: %s", snapshot.error)
-        # Enumerating devices initialises the GPU plugin: once, off the event loop.
-        app.state.available_devices = await asyncio.to_thread(available_devices)
+        app.state.available_devices = await available_devices()
         log.info("openvino devices: %s", ", ".join(app.state.available_devices) or "none")
         wanted = settings.device.split(".")[0].split(":")[0]
         if wanted not in ("AUTO", "HETERO", "MULTI") and not any(
@@ -63,9 +88,12 @@ def create_app(settings: Settings) -> FastAPI:
             )
         models.start_idle_unloader()
         await models.preload(settings.preload_models)
-        yield
-        await models.close()
-        log.info("ov-llm-server stopped")
+        try:
+            yield
+        finally:
+            await models.close()
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+            log.info("ov-llm-server stopped")
 
     app = FastAPI(
         title="ov-llm-server",

@@ -20,7 +20,8 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "OV_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
-        sys.stderr.write(f"ov-llm-server: invalid {name}: {first['msg']}\n")
+        message = str(first["msg"]).removeprefix("Value error, ")
+        sys.stderr.write(f"ov-llm-server: invalid {name}: {message}\n")
         raise SystemExit(2) from None
 
 

@@ -59,8 +59,21 @@ def engine_error(message: str) -> APIError:
     return APIError(500, message, type="server_error", code="engine_error")
 
 
-def unavailable(message: str, *, code: str = "model_unavailable") -> APIError:
-    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": "30"})
+def unavailable(
+    message: str, *, code: str = "model_unavailable", retry_after: int = 30
+) -> APIError:
+    return APIError(
+        503, message, type="server_error", code=code, headers={"Retry-After": str(retry_after)}
+    )
+
+
+def timed_out(seconds: float) -> APIError:
+    return APIError(
+        504,
+        f"The request did not finish within this server's deadline of {seconds:g}s",
+        type="server_error",
+        code="request_timeout",
+    )
 
 
 def overloaded(model: str, retry_after: int = 1) -> APIError:

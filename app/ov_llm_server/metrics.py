@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+_HOP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class Metrics:
@@ -59,9 +60,28 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.engine_restarts = Counter(
+            "ov_engine_restarts",
+            "Engine processes that died (signal, crash, broken step, stall) and were restarted.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.engine_hop = Histogram(
+            "ov_engine_hop_seconds",
+            "Time from an engine process sending a step's output to the HTTP process reading it.",
+            buckets=_HOP_BUCKETS,
+            registry=self.registry,
+        )
         self.cancelled = Counter(
             "ov_cancelled_requests",
             "Requests cancelled because the client went away.",
             ["model"],
             registry=self.registry,
         )
+
+    def forget_model(self, model: str) -> None:
+        """Drops the series that describe a loaded model (gauges), once it unloads."""
+        try:
+            self.queue_depth.remove(model)
+        except KeyError:
+            pass

@@ -1,35 +1,46 @@
-"""Model resolution and lifecycle: name → registry entry → path → loaded :class:`Engine`.
+"""Which model serves a request, and how long it stays loaded.
 
-Models load on first use (in a worker thread, so the event loop keeps answering), stay
-loaded up to ``max_loaded_models`` with least-recently-used unloading, and optionally
-unload after an idle time. A model that fails to load is reported, not retried on
-every request.
+Runs in the HTTP process. :meth:`ModelManager.admit` resolves a requested name (a
+registry entry, or the fallback model) and takes a queue slot for it synchronously,
+before any ``await``, so a burst cannot overrun ``OV_MAX_QUEUE``; requests waiting for
+a load hold slots too. The :class:`Lease` it returns keeps the model loaded from then
+until the request's last byte.
+
+Loading makes room first: when ``OV_MAX_LOADED_MODELS`` are loaded, the least recently
+used model that no request holds is unloaded (its engine process exits, so its memory
+goes back to the system) before the new one starts. When every loaded model is held,
+the least recently used one drains: the requests admitted for it before that moment are
+served, those admitted after wait for their turn, and then it makes way. A request
+waits for room within its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
-from .engine import Engine, EngineConfig
+from .engine.client import EngineProcess, LoadError
+from .engine.messages import EngineConfig
+from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
 from .metrics import Metrics
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A model whose load failed is tried again after this many seconds, not on every request.
-LOAD_RETRY_SECONDS = 30.0
+# Completions remembered per model to estimate how fast its queue drains (Retry-After).
+_DRAIN_WINDOW = 32
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    name: str
+    name: str  # the registry name, or the fallback model's name
     path: Path
     entry: ModelEntry | None  # None for the fallback model
 
@@ -39,22 +50,90 @@ class ResolvedModel:
 
 
 @dataclass
-class LoadFailure:
-    reason: str
-    at: float
+class LoadedModel:
+    """What a request needs of a loaded model."""
+
+    name: str
+    entry: ModelEntry | None
+    engine: EngineProcess
+
+
+@dataclass(eq=False)
+class ModelSlot:
+    """One model (by path) as the manager tracks it, loaded or not."""
+
+    resolved: ResolvedModel
+    supervisor: Supervisor | None = None
+    leases: int = 0  # admitted requests: waiting for the model, or using it
+    active: int = 0  # leases that hold the loaded engine
+    admitted: int = 0  # leases ever taken: each lease's number
+    # Draining: leases numbered below the cutoff are still served; ``entitled`` of them remain.
+    drain_cutoff: int | None = None
+    entitled: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    finished: deque[float] = field(default_factory=lambda: deque(maxlen=_DRAIN_WINDOW))
+
+    @property
+    def name(self) -> str:
+        return self.resolved.name
+
+    @property
+    def loaded(self) -> bool:
+        """Holding (or about to hold) an engine process: counts against the limit."""
+        return self.supervisor is not None and self.supervisor.state is not EngineState.FAILED
+
+    def retry_after(self, excess: int) -> int:
+        """Seconds until ``excess`` queue slots are likely free, from the recent drain rate."""
+        if len(self.finished) < 2:
+            return 1
+        span = self.finished[-1] - self.finished[0]
+        rate = (len(self.finished) - 1) / span if span > 0 else float("inf")
+        return min(60, max(1, math.ceil(excess / rate)))
+
+
+class Lease:
+    """A request's hold on one model, from admission to its last byte."""
+
+    def __init__(self, manager: ModelManager, slot: ModelSlot) -> None:
+        self._manager = manager
+        self.slot = slot
+        self.number = slot.admitted
+        self._active = False
+        self._released = False
+
+    @property
+    def name(self) -> str:
+        return self.slot.name
+
+    async def model(self) -> LoadedModel:
+        """The loaded model, loading it (and making room) first; bound it with a timeout."""
+        loaded = await self._manager._acquire(self.slot, self.number)
+        self._active = True
+        return loaded
+
+    def release(self, *, completed: bool = False) -> None:
+        """Ends the hold; safe to call more than once. ``completed`` feeds Retry-After."""
+        if self._released:
+            return
+        self._released = True
+        self._manager._release(self.slot, self.number, active=self._active, completed=completed)
 
 
 class ModelManager:
     def __init__(
-        self, settings: Settings, registry: RegistryWatcher, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        registry: RegistryWatcher,
+        metrics: Metrics,
+        runtime_dir: Path,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
-        self._engines: OrderedDict[str, Engine] = OrderedDict()
-        self._last_used: dict[str, float] = {}
-        self._loading: dict[str, asyncio.Task[Engine]] = {}
-        self._failures: dict[str, LoadFailure] = {}
+        self.runtime_dir = runtime_dir
+        self._slots: dict[str, ModelSlot] = {}
+        self._load_lock = asyncio.Lock()
+        self._changed = asyncio.Event()
         self._idle_task: asyncio.Task[None] | None = None
         # Names are the clients' to choose: a set of them would grow without bound.
         self._fallback_logged = False
@@ -65,7 +144,8 @@ class ModelManager:
         entry = self.registry.entries().get(name)
         if entry is not None:
             return ResolvedModel(name, resolve_model_path(self.registry.path, entry), entry)
-        if self.settings.model_path is not None:
+        fallback = self.settings.fallback_model_name()
+        if self.settings.model_path is not None and fallback is not None:
             log.log(
                 logging.DEBUG if self._fallback_logged else logging.INFO,
                 "model %r is not in the registry: the fallback model %s serves it",
@@ -73,7 +153,7 @@ class ModelManager:
                 self.settings.model_path,
             )
             self._fallback_logged = True
-            return ResolvedModel(name, self.settings.model_path, None)
+            return ResolvedModel(fallback, self.settings.model_path, None)
         raise errors.model_not_found(name)
 
     def metric_label(self, name: str) -> str:
@@ -82,120 +162,179 @@ class ModelManager:
             return name
         return self.settings.fallback_model_name() or "unknown"
 
-    # ------------------------------------------------------------ state
+    # ------------------------------------------------------------ admission
 
-    def loaded(self) -> list[Engine]:
-        return list(self._engines.values())
+    def admit(self, name: str) -> Lease:
+        """A queue slot for ``name`` now, or an APIError (404, 429, 503). Never awaits."""
+        resolved = self.resolve(name)
+        slot = self._slots.get(resolved.key)
+        if slot is None:
+            slot = self._slots[resolved.key] = ModelSlot(resolved)
+        if slot.supervisor is not None:
+            try:
+                slot.supervisor.check()
+            except EngineUnavailable as exc:
+                raise errors.unavailable(str(exc), retry_after=exc.retry_after) from None
+        if slot.leases >= self.settings.max_queue:
+            excess = slot.leases - self.settings.max_queue + 1
+            raise errors.overloaded(name, retry_after=slot.retry_after(excess))
+        lease = Lease(self, slot)
+        slot.leases += 1
+        slot.admitted += 1
+        slot.last_used = time.monotonic()
+        return lease
 
-    def engine_at(self, path: Path) -> Engine | None:
-        """The loaded engine of the model at ``path``, if any."""
-        return self._engines.get(str(path))
+    def _release(self, slot: ModelSlot, number: int, *, active: bool, completed: bool) -> None:
+        slot.leases -= 1
+        if active:
+            slot.active -= 1
+        if _entitled(slot, number):
+            slot.entitled -= 1
+        if completed:
+            slot.finished.append(time.monotonic())
+        slot.last_used = time.monotonic()
+        if slot.leases == 0 and slot.supervisor is None:
+            self._slots.pop(slot.resolved.key, None)
+        self._pulse()
 
-    def failures(self) -> dict[str, str]:
-        return {key: failure.reason for key, failure in self._failures.items()}
+    def _pulse(self) -> None:
+        """Wakes everything waiting for a lease to end or a model to unload."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     # ------------------------------------------------------------ loading
 
-    async def get(self, name: str) -> tuple[ResolvedModel, Engine]:
-        resolved = self.resolve(name)
-        key = resolved.key
-        engine = self._engines.get(key)
-        if engine is None:
-            failure = self._failures.get(key)
-            if failure is not None and time.monotonic() - failure.at < LOAD_RETRY_SECONDS:
-                raise errors.unavailable(f"Model '{name}' failed to load: {failure.reason}")
-            task = self._loading.get(key)
-            if task is None:
-                task = asyncio.create_task(self._load(resolved))
-                self._loading[key] = task
-            engine = await asyncio.shield(task)
-        self._engines.move_to_end(key)
-        self._last_used[key] = time.monotonic()
-        return resolved, engine
+    async def _acquire(self, slot: ModelSlot, number: int) -> LoadedModel:
+        while True:
+            if slot.drain_cutoff is not None and not _entitled(slot, number):
+                await self._changed.wait()  # its turn comes after the model made way
+                continue
+            supervisor = slot.supervisor
+            if supervisor is not None and supervisor.state is EngineState.FAILED:
+                try:
+                    supervisor.check()
+                except EngineUnavailable as exc:
+                    raise errors.unavailable(str(exc), retry_after=exc.retry_after) from None
+                slot.supervisor = None  # its retry time has come: load it afresh
+            if slot.supervisor is None:
+                # Not queued on the lock: the load under way may be waiting (while it makes
+                # room) for requests like this one, whose model meanwhile got its engine.
+                if self._load_lock.locked():
+                    await self._changed.wait()
+                    continue
+                try:
+                    async with self._load_lock:
+                        if slot.supervisor is None:
+                            await self._make_room(slot)
+                            self._start(slot)
+                finally:
+                    self._pulse()
+                continue
+            supervisor = slot.supervisor
+            try:
+                engine = await supervisor.ready()
+            except EngineUnavailable as exc:
+                if slot.supervisor is not supervisor:
+                    continue  # unloaded while this request waited: load it again
+                raise errors.unavailable(str(exc), retry_after=exc.retry_after) from None
+            except LoadError as exc:
+                raise errors.unavailable(
+                    f"Model '{slot.name}' failed to load: {_with_hint(slot, str(exc))}"
+                ) from exc
+            if slot.supervisor is not supervisor:
+                continue  # unloaded while this request waited
+            slot.active += 1
+            return LoadedModel(slot.name, slot.resolved.entry, engine)
 
-    async def _load(self, resolved: ResolvedModel) -> Engine:
-        key = resolved.key
-        try:
-            if not resolved.path.exists():
-                raise FileNotFoundError(f"model path {resolved.path} does not exist")
-            engine = await asyncio.to_thread(self._open, resolved)
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if resolved.path.suffix == ".gguf" and "gguf_open" in str(exc):
-                # openvino_genai 2026.4 opens GGUF files read-write.
-                reason += " (the service user needs write access to the .gguf file)"
-            self._failures[key] = LoadFailure(reason, time.monotonic())
-            log.error("model %s failed to load from %s: %s", resolved.name, resolved.path, reason)
-            raise errors.unavailable(f"Model '{resolved.name}' failed to load: {reason}") from exc
-        finally:
-            self._loading.pop(key, None)
-        self._failures.pop(key, None)
-        self._engines[key] = engine
-        self._last_used[key] = time.monotonic()
-        if self.metrics is not None:
-            self.metrics.load_seconds.labels(resolved.name).observe(engine.load_seconds)
-        log.info(
-            "model loaded name=%s device=%s path=%s load_seconds=%.2f",
-            resolved.name,
-            engine.device,
-            resolved.path,
-            engine.load_seconds,
+    def _start(self, slot: ModelSlot) -> None:
+        slot.supervisor = Supervisor(
+            slot.name,
+            slot.resolved.path,
+            self._engine_configs(),
+            self.runtime_dir,
+            load_timeout=self.settings.engine_load_timeout_seconds,
+            stall_seconds=self.settings.engine_stall_seconds,
+            on_step=self.metrics.engine_hop.observe,
+            on_restart=self.metrics.engine_restarts.labels(slot.name).inc,
+            on_change=self._pulse,
+            on_loaded=self.metrics.load_seconds.labels(slot.name).observe,
         )
-        await self._evict_over_limit(keep=key)
-        return engine
+        log.info("model loading name=%s path=%s", slot.name, slot.resolved.path)
 
-    def _engine_config(self, device: str) -> EngineConfig:
+    def _engine_configs(self) -> list[EngineConfig]:
         s = self.settings
-        return EngineConfig(
-            device=device,
-            max_batch=s.max_batch,
-            kv_cache_gb=s.kv_cache_gb,
-            kv_cache_precision=s.kv_cache_precision,
-            cache_dir=s.cache_dir,
-        )
-
-    def _open(self, resolved: ResolvedModel) -> Engine:
-        device = self.settings.device
-        try:
-            return Engine(resolved.name, resolved.path, self._engine_config(device))
-        except Exception as exc:
-            fallback = self.settings.fallback_device
-            if not fallback or fallback == device:
-                raise
-            log.warning(
-                "model %s failed on %s (%s); retrying on fallback device %s",
-                resolved.name,
-                device,
-                str(exc).strip().splitlines()[0],
-                fallback,
+        devices = [s.device]
+        if s.fallback_device and s.fallback_device != s.device:
+            devices.append(s.fallback_device)
+        return [
+            EngineConfig(
+                device=device,
+                max_batch=s.max_batch,
+                kv_cache_gb=s.kv_cache_gb,
+                kv_cache_precision=s.kv_cache_precision,
+                cache_dir=str(s.cache_dir) if s.cache_dir else None,
             )
-            return Engine(resolved.name, resolved.path, self._engine_config(fallback))
+            for device in devices
+        ]
+
+    async def _make_room(self, wanted: ModelSlot) -> None:
+        """Unloads models until ``wanted`` fits under the limit (called under the load lock)."""
+        while sum(s.loaded for s in self._slots.values()) >= self.settings.max_loaded_models:
+            others = sorted(
+                (s for s in self._slots.values() if s.loaded and s is not wanted),
+                key=lambda s: s.last_used,
+            )
+            if not others:
+                return
+            victim = next((s for s in others if s.leases == 0 and not _loading(s)), others[0])
+            if victim.leases or _loading(victim):
+                victim.drain_cutoff = victim.admitted
+                victim.entitled = victim.leases
+                log.info("model %s drains to make way for %s", victim.name, wanted.name)
+                try:
+                    while victim.entitled or _loading(victim):
+                        await self._changed.wait()
+                finally:
+                    victim.drain_cutoff = None
+                    victim.entitled = 0
+            await self.unload(victim, reason=f"least recently used, making way for {wanted.name}")
 
     async def preload(self, names: list[str]) -> None:
         for name in names:
             try:
-                await self.get(name)
+                lease = self.admit(name)
             except errors.APIError as exc:
                 log.error("preload of %s failed: %s", name, exc.message)
+                continue
+            try:
+                await lease.model()
+            except errors.APIError as exc:
+                log.error("preload of %s failed: %s", name, exc.message)
+            finally:
+                lease.release()
+
+    # ------------------------------------------------------------ state
+
+    def slots(self) -> list[ModelSlot]:
+        """Models with an engine (loading, ready, restarting or failed)."""
+        return [s for s in self._slots.values() if s.supervisor is not None]
+
+    def slot_at(self, path: Path) -> ModelSlot | None:
+        slot = self._slots.get(str(path))
+        return slot if slot is not None and slot.supervisor is not None else None
 
     # ------------------------------------------------------------ unloading
 
-    async def _evict_over_limit(self, keep: str) -> None:
-        while len(self._engines) > self.settings.max_loaded_models:
-            victim = next(
-                (k for k, e in self._engines.items() if k != keep and e.in_flight == 0), None
-            )
-            if victim is None:
-                return  # every other model is busy; unload later rather than cut requests
-            await self.unload(victim, reason="least recently used")
-
-    async def unload(self, key: str, reason: str) -> None:
-        engine = self._engines.pop(key, None)
-        self._last_used.pop(key, None)
-        if engine is None:
+    async def unload(self, slot: ModelSlot, reason: str) -> None:
+        supervisor, slot.supervisor = slot.supervisor, None
+        if supervisor is None:
             return
-        await asyncio.to_thread(engine.close)
-        log.info("model unloaded name=%s reason=%s", engine.name, reason)
+        await supervisor.stop()
+        self.metrics.forget_model(slot.name)
+        if slot.leases == 0:
+            self._slots.pop(slot.resolved.key, None)
+        log.info("model unloaded name=%s reason=%s", slot.name, reason)
+        self._pulse()
 
     def start_idle_unloader(self) -> None:
         if self.settings.idle_unload_seconds > 0:
@@ -206,12 +345,28 @@ class ModelManager:
         while True:
             await asyncio.sleep(min(idle / 2, 30.0))
             now = time.monotonic()
-            for key, engine in list(self._engines.items()):
-                if engine.in_flight == 0 and now - self._last_used.get(key, now) >= idle:
-                    await self.unload(key, reason=f"idle {idle:.0f}s")
+            for slot in self.slots():
+                if slot.leases == 0 and now - slot.last_used >= idle:
+                    await self.unload(slot, reason=f"idle {idle:.0f}s")
 
     async def close(self) -> None:
         if self._idle_task is not None:
             self._idle_task.cancel()
-        for key in list(self._engines):
-            await self.unload(key, reason="shutdown")
+        for slot in self.slots():
+            await self.unload(slot, reason="shutdown")
+
+
+def _entitled(slot: ModelSlot, number: int) -> bool:
+    """Whether a lease was admitted before its draining model's cutoff (and is served)."""
+    return slot.drain_cutoff is not None and number < slot.drain_cutoff
+
+
+def _loading(slot: ModelSlot) -> bool:
+    return slot.supervisor is not None and slot.supervisor.state is EngineState.LOADING
+
+
+def _with_hint(slot: ModelSlot, reason: str) -> str:
+    if slot.resolved.path.suffix == ".gguf" and "gguf_open" in reason:
+        # openvino_genai 2026.4 opens GGUF files read-write.
+        return reason + " (the service user needs write access to the .gguf file)"
+    return reason

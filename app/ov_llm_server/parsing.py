@@ -14,17 +14,6 @@ if TYPE_CHECKING:
     from .registry import ModelEntry
 
 
-def partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of ``text`` that is a proper start of ``tag``.
-
-    What a streaming parser must hold back: it may become ``tag`` with the next text.
-    """
-    for size in range(min(len(tag) - 1, len(text)), 0, -1):
-        if text.endswith(tag[:size]):
-            return size
-    return 0
-
-
 @dataclass(frozen=True)
 class ParsedToolCall:
     index: int

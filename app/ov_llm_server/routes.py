@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import __version__, errors
-from .engine import openvino_version
-from .model_manager import ModelManager
+from . import OPENVINO_GENAI_VERSION, __version__, errors
+from .engine.supervisor import EngineState
+from .model_manager import ModelManager, ModelSlot
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
 from .registry import resolve_model_path
 from .serving import ChatService
@@ -50,49 +50,72 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 @public.get("/health")
 async def health(request: Request, models: Models) -> JSONResponse:
     snapshot = models.registry.snapshot()
-    loaded = models.loaded()
-    wedged = [e for e in loaded if e.wedged]
+    slots = models.slots()
     problems = [f"registry: {snapshot.error}"] if snapshot.error else []
-    problems += [f"model {e.name}: engine failing ({e.last_error})" for e in wedged]
-    problems += [
-        f"model at {path}: failed to load ({reason})" for path, reason in models.failures().items()
-    ]
-    status = "error" if wedged else ("degraded" if problems else "ok")
-    devices_in_use = sorted({e.device for e in loaded})
+    for slot in slots:
+        supervisor = slot.supervisor
+        assert supervisor is not None
+        if supervisor.state is EngineState.FAILED:
+            problems.append(f"model {slot.name}: failed to load ({supervisor.last_error})")
+        elif supervisor.state is EngineState.RESTARTING or (
+            supervisor.state is EngineState.LOADING and supervisor.restarts
+        ):
+            problems.append(f"model {slot.name}: restarting ({supervisor.last_error})")
+    # "error" (503): models were asked for and none of them can answer now.
+    serving = [s for s in slots if s.supervisor and s.supervisor.state is EngineState.READY]
+    down = bool(slots) and not serving and not any(_loading_first(s) for s in slots)
+    status = "error" if down else ("degraded" if problems else "ok")
+    settings = models.settings
+    in_use = sorted({s.supervisor.device for s in slots if s.supervisor and s.supervisor.device})
     body: dict[str, Any] = {
         "status": status,
-        "device": request.app.state.settings.device,
+        "device": settings.device,
         "available_devices": request.app.state.available_devices,
-        "devices_in_use": devices_in_use,
-        "fallback_device_in_use": any(e.device != models.settings.device for e in loaded),
+        "devices_in_use": in_use,
+        "fallback_device_in_use": any(device != settings.device for device in in_use),
         "registry_path": str(models.registry.path),
         "registry_count": len(snapshot.data.models),
         "registry_error": snapshot.error,
-        "fallback_model": str(models.settings.model_path) if models.settings.model_path else None,
-        "loaded_models": [
-            {
-                "name": e.name,
-                "path": str(e.path),
-                "device": e.device,
-                "in_flight": e.in_flight,
-                "load_seconds": round(e.load_seconds, 3),
-                "healthy": not e.wedged,
-            }
-            for e in loaded
-        ],
+        "fallback_model": str(settings.model_path) if settings.model_path else None,
+        "loaded_models": [_engine_status(slot) for slot in slots],
         "problems": problems,
         "version": __version__,
-        "openvino_version": openvino_version(),
+        "openvino_version": OPENVINO_GENAI_VERSION,
         "pid": os.getpid(),
     }
-    return JSONResponse(body, status_code=503 if wedged else 200)
+    return JSONResponse(body, status_code=503 if down else 200)
+
+
+def _loading_first(slot: ModelSlot) -> bool:
+    supervisor = slot.supervisor
+    return (
+        supervisor is not None
+        and supervisor.state is EngineState.LOADING
+        and not supervisor.restarts
+    )
+
+
+def _engine_status(slot: ModelSlot) -> dict[str, Any]:
+    supervisor = slot.supervisor
+    assert supervisor is not None
+    return {
+        "name": slot.name,
+        "path": str(slot.resolved.path),
+        "state": supervisor.state.value,
+        "pid": supervisor.pid,
+        "device": supervisor.device,
+        "in_flight": slot.leases,
+        "restarts": supervisor.restarts,
+        "last_error": supervisor.last_error,
+        "load_seconds": round(supervisor.load_seconds, 3),
+    }
 
 
 @public.get("/metrics")
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics
-    for engine in request.app.state.models.loaded():
-        registry.queue_depth.labels(engine.name).set(engine.in_flight)
+    for slot in request.app.state.models.slots():
+        registry.queue_depth.labels(slot.name).set(slot.leases)
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -103,27 +126,27 @@ async def list_models(models: Models) -> ModelList:
     registry_path = models.registry.path
     for name, entry in models.registry.entries().items():
         path = resolve_model_path(registry_path, entry)
-        engine = models.engine_at(path)
+        slot = models.slot_at(path)
         cards.append(
             ModelCard(
                 id=name,
                 created=_created(path),
                 task=entry.task,
                 weight_format=entry.weight_format,
-                loaded=engine is not None,
-                device=engine.device if engine else None,
+                loaded=slot is not None,
+                device=_device(slot),
             )
         )
     fallback = models.settings.fallback_model_name()
     fallback_path = models.settings.model_path
     if fallback is not None and fallback_path is not None and fallback not in {c.id for c in cards}:
-        engine = models.engine_at(fallback_path)
+        slot = models.slot_at(fallback_path)
         cards.append(
             ModelCard(
                 id=fallback,
                 created=_created(fallback_path),
-                loaded=engine is not None,
-                device=engine.device if engine else None,
+                loaded=slot is not None,
+                device=_device(slot),
                 source="fallback",
             )
         )
@@ -143,6 +166,10 @@ async def get_model(name: str, models: Models) -> ModelCard:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     service: ChatService = request.app.state.chat
     return await service.create(body, request)
+
+
+def _device(slot: ModelSlot | None) -> str | None:
+    return slot.supervisor.device if slot is not None and slot.supervisor is not None else None
 
 
 def _created(path: Any) -> int:

@@ -1,4 +1,11 @@
-"""Chat completions: an OpenAI request in, an engine stream through, an OpenAI answer out."""
+"""Chat completions: an OpenAI request in, an engine stream through, an OpenAI answer out.
+
+Runs in the HTTP process. A request takes its model lease synchronously (admission), then,
+within its deadline, waits for the model, renders and encodes its prompt off the event
+loop, and hands token ids to the model's engine process. Every way a request can end
+(finished, cut off, client gone, deadline, engine died, server error) releases the lease
+and writes one log line.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,19 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from . import errors
-from .engine import Engine, GenerationStream, SamplingParams, StreamEvent, TemplateError
+from .engine.client import EngineGone, RequestStream
+from .engine.messages import Output, SamplingParams
 from .metrics import Metrics
-from .model_manager import ModelManager, ResolvedModel
+from .model_manager import Lease, LoadedModel, ModelManager
 from .parsing import OutputParser, ParsedDelta, build_output_parser
 from .protocol import (
     ChatCompletion,
@@ -38,6 +47,10 @@ log = logging.getLogger("ov_llm_server.requests")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+class DeadlinePassed(Exception):
+    """The request's deadline passed while it was generating."""
+
+
 @dataclass
 class _Call:
     """What one request needs from start to its log line."""
@@ -55,6 +68,7 @@ class _Call:
     finish_reason: str = "error"
     status: int = 200
     label: str = "unknown"  # the model label of the metrics
+    ended: bool = False
 
     def usage(self) -> Usage:
         return Usage(
@@ -74,24 +88,81 @@ class ChatService:
         client = request.client.host if request.client else "-"
         call = _Call(request.state.request_id, body.model, client, body.stream)
         call.label = self.models.metric_label(body.model)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.request_timeout_seconds
+        lease: Lease | None = None
         try:
             self._check(body)
-            resolved, engine = await self.models.get(body.model)
-            stream, parser = await self._submit(body, resolved, engine, call)
+            lease = self.models.admit(body.model)
         except errors.APIError as exc:
-            call.status = exc.status
-            self._finish_log(call)
+            self._end(call, lease, None, None, status=exc.status)
             raise
+        # A client may leave while its request waits for a model load or for room: stop
+        # waiting for it then, not when generation would have started.
+        prepare = asyncio.ensure_future(self._prepare(body, lease, call, deadline))
+        watcher = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({prepare, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this request itself was cancelled (shutdown)
+            prepare.cancel()
+            self._end(call, lease, None, None, status=499)
+            raise
+        finally:
+            watcher.cancel()
+        if not prepare.done():
+            prepare.cancel()
+            await asyncio.gather(prepare, return_exceptions=True)
+        if prepare.cancelled():
+            self._end(call, lease, None, None, status=499)
+            return Response(status_code=499)
+        try:
+            stream, parser = prepare.result()
+        except errors.APIError as exc:
+            self._end(call, lease, None, None, status=exc.status)
+            raise
+        except BaseException:
+            self._end(call, lease, None, None, status=500)
+            raise
+        timer = loop.call_at(deadline, stream.abort, DeadlinePassed())
+
+        def end() -> None:
+            self._end(call, lease, stream, timer)
+
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                self._sse(stream, parser, call, include_usage),
+                self._sse(stream, parser, call, include_usage, end),
                 media_type="text/event-stream",
                 headers=SSE_HEADERS,
+                # Runs even when the client left before the stream started.
+                background=BackgroundTask(end),
             )
-        return await self._complete(stream, parser, call, request)
+        try:
+            return await self._complete(stream, parser, call, request)
+        finally:
+            end()
 
     # ------------------------------------------------------------ request → engine
+
+    async def _prepare(
+        self, body: ChatCompletionRequest, lease: Lease, call: _Call, deadline: float
+    ) -> tuple[RequestStream, OutputParser]:
+        """The model, the prompt and the engine request, within the request's deadline."""
+        waiting_for_model = True
+        try:
+            async with asyncio.timeout_at(deadline):
+                model = await lease.model()
+                waiting_for_model = False
+                return await self._submit(body, model, call)
+        except TimeoutError:
+            if waiting_for_model:
+                raise errors.unavailable(
+                    f"Model '{body.model}' was not ready within the request's deadline "
+                    "(loading, or every loaded model busy)",
+                    code="models_busy",
+                    retry_after=5,
+                ) from None
+            raise errors.timed_out(self.settings.request_timeout_seconds) from None
 
     def _check(self, body: ChatCompletionRequest) -> None:
         if body.n != 1:
@@ -121,47 +192,35 @@ class ChatService:
             )
 
     async def _submit(
-        self, body: ChatCompletionRequest, resolved: ResolvedModel, engine: Engine, call: _Call
-    ) -> tuple[GenerationStream, OutputParser]:
-        if engine.wedged:
-            raise errors.unavailable(
-                f"Model '{body.model}' is failing: {engine.last_error}", code="engine_unhealthy"
-            )
-        # Cheap refusals first: a full queue or an unusable schema costs no template work.
-        if engine.in_flight >= self.settings.max_queue:
-            raise errors.overloaded(body.model)
-        grammar = build_grammar(body, engine.chat_template, resolved.entry)
+        self, body: ChatCompletionRequest, model: LoadedModel, call: _Call
+    ) -> tuple[RequestStream, OutputParser]:
+        engine = model.engine
+        # A schema that cannot be enforced is refused before the engine sees anything.
+        grammar = build_grammar(body, engine.chat_template, model.entry)
         messages = [_template_message(m) for m in body.messages]
         tools = None
         if body.tools and body.tool_choice != "none":
             tools = [tool.model_dump(exclude_none=True) for tool in body.tools]
-        try:
-            prompt, input_ids = await asyncio.to_thread(_render_and_encode, engine, messages, tools)
-        except TemplateError as exc:
-            raise errors.bad_request(
-                f"The model's chat template cannot render these messages: {exc}",
-                param="messages",
-                code="template_error",
-            ) from exc
-        call.prompt_tokens = engine.count_tokens(input_ids)
         max_new = body.requested_max_tokens() or self.settings.default_max_tokens
-        if engine.context_length is not None:
-            room = engine.context_length - call.prompt_tokens
-            if room <= 0:
-                raise errors.bad_request(
-                    f"This model's maximum context length is {engine.context_length} tokens; "
-                    f"the messages take {call.prompt_tokens}",
-                    param="messages",
-                    code="context_length_exceeded",
-                )
-            max_new = min(max_new, room)
-        parser = build_output_parser(engine.chat_template, resolved.entry, body, prompt=prompt)
-        return engine.submit(input_ids, _sampling(body, max_new, grammar)), parser
+        try:
+            stream = engine.submit(messages, tools, _sampling(body, max_new, grammar))
+            accepted = await stream.accepted()
+        except EngineGone as exc:
+            raise _failure(exc, model.name) from exc
+        if accepted.finish is not None:  # refused: the template, the context, GenAI itself
+            if accepted.code is not None:
+                raise errors.bad_request(str(accepted.error), param="messages", code=accepted.code)
+            raise errors.engine_error(f"Generation failed: {accepted.error}")
+        call.prompt_tokens = accepted.prompt_tokens or 0
+        parser = build_output_parser(
+            engine.chat_template, model.entry, body, prompt=accepted.prompt_tail
+        )
+        return stream, parser
 
     # ------------------------------------------------------------ non-streaming
 
     async def _complete(
-        self, stream: GenerationStream, parser: OutputParser, call: _Call, request: Request
+        self, stream: RequestStream, parser: OutputParser, call: _Call, request: Request
     ) -> Response:
         collector = asyncio.ensure_future(self._drain(stream, parser, call))
         watcher = asyncio.ensure_future(_disconnected(request))
@@ -173,13 +232,11 @@ class ChatService:
             stream.cancel()
             await collector
             call.status = 499
-            self._finish_log(call)
             return Response(status_code=499)
-        parsed, error = collector.result()
-        if error is not None:
-            call.status = 500
-            self._finish_log(call)
-            raise errors.engine_error(f"Generation failed: {error}")
+        parsed, failure = collector.result()
+        if failure is not None:
+            call.status = failure.status
+            raise failure
         finish = "tool_calls" if parsed.tool_calls else call.finish_reason
         message = ResponseMessage(
             content=parsed.content if (parsed.content or not parsed.tool_calls) else None,
@@ -200,30 +257,32 @@ class ChatService:
             usage=call.usage(),
         )
         call.finish_reason = finish
-        self._finish_log(call)
         return JSONResponse(completion.model_dump(exclude_none=True))
 
     async def _drain(
-        self, stream: GenerationStream, parser: OutputParser, call: _Call
-    ) -> tuple[ParsedDelta, str | None]:
+        self, stream: RequestStream, parser: OutputParser, call: _Call
+    ) -> tuple[ParsedDelta, errors.APIError | None]:
         parsed = ParsedDelta()
-        error = None
-        async for event in stream:
-            self._track(call, event)
-            parsed.merge(parser.feed(event.text))
-            if event.finish_reason is not None:
-                error = event.error
+        try:
+            async for output in stream:
+                self._track(call, output)
+                parsed.merge(parser.feed(output.text))
+                if output.finish is not None and (failure := _finish_failure(output, call)):
+                    return parsed, failure
+        except (EngineGone, DeadlinePassed) as exc:
+            return parsed, _failure(exc, call.model, self.settings)
         parsed.merge(parser.finish())
-        return parsed, error
+        return parsed, None
 
     # ------------------------------------------------------------ streaming
 
     async def _sse(
         self,
-        stream: GenerationStream,
+        stream: RequestStream,
         parser: OutputParser,
         call: _Call,
         include_usage: bool,
+        end: Callable[[], None],
     ) -> AsyncIterator[str]:
         head = (
             f'{{"id":"{call.completion_id}","object":"chat.completion.chunk",'
@@ -237,13 +296,13 @@ class ChatService:
         tool_calls = 0
         try:
             yield chunk({"role": "assistant", "content": ""})
-            async for event in stream:
-                self._track(call, event)
-                parsed = parser.feed(event.text)
-                if event.finish_reason is not None:
-                    if event.error is not None:
-                        call.status = 500
-                        failure = errors.engine_error(f"Generation failed: {event.error}")
+            async for output in stream:
+                self._track(call, output)
+                parsed = parser.feed(output.text)
+                if output.finish is not None:
+                    failure = _finish_failure(output, call)
+                    if failure is not None:
+                        call.status = failure.status
                         yield failure.sse().decode()
                         yield "data: [DONE]\n\n"
                         return
@@ -258,23 +317,58 @@ class ChatService:
                 usage = call.usage().model_dump_json()
                 yield f'data: {head}[],"usage":{usage}}}\n\n'
             yield "data: [DONE]\n\n"
+        except (EngineGone, DeadlinePassed) as exc:
+            failure = _failure(exc, call.model, self.settings)
+            call.status = failure.status
+            yield failure.sse().decode()
+            yield "data: [DONE]\n\n"
+        except Exception:
+            # A bug of ours, not the client's leaving: say so to both.
+            log.exception("stream of request %s failed", call.request_id)
+            call.status = 500
+            failure = errors.APIError(
+                500, "Internal server error", type="server_error", code="internal_error"
+            )
+            yield failure.sse().decode()
+            yield "data: [DONE]\n\n"
         finally:
-            if not stream.done:
-                stream.cancel()
-                if call.status == 200:
-                    call.status = 499
-            self._finish_log(call)
+            end()
 
     # ------------------------------------------------------------ bookkeeping
 
-    def _track(self, call: _Call, event: StreamEvent) -> None:
-        if call.first_token_at is None and event.completion_tokens > 0:
+    def _track(self, call: _Call, output: Output) -> None:
+        if call.first_token_at is None and output.tokens > 0:
             call.first_token_at = time.perf_counter()
-        call.completion_tokens = event.completion_tokens
-        if event.finish_reason is not None:
-            call.finish_reason = event.finish_reason
+        call.completion_tokens = output.tokens
+        if output.finish is not None:
+            call.finish_reason = output.finish
 
-    def _finish_log(self, call: _Call) -> None:
+    def _end(
+        self,
+        call: _Call,
+        lease: Lease | None,
+        stream: RequestStream | None,
+        timer: asyncio.TimerHandle | None,
+        *,
+        status: int | None = None,
+    ) -> None:
+        """The one way a request ends: engine request, deadline, lease, metrics, log line."""
+        if call.ended:
+            return
+        call.ended = True
+        if status is not None:
+            call.status = status
+        if timer is not None:
+            timer.cancel()
+        if stream is not None and not stream.done:
+            stream.cancel()
+            if call.status == 200:
+                call.status = 499
+        if lease is not None:
+            lease.release(completed=call.status == 200)
+        self._log(call)
+
+    def _log(self, call: _Call) -> None:
         elapsed = time.perf_counter() - call.started
         m = self.metrics
         m.requests.labels(call.label, str(call.status)).inc()
@@ -306,11 +400,25 @@ class ChatService:
         )
 
 
-def _render_and_encode(
-    engine: Engine, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
-) -> tuple[str, Any]:
-    prompt = engine.render_prompt(messages, tools)
-    return prompt, engine.encode(prompt)
+def _finish_failure(output: Output, call: _Call) -> errors.APIError | None:
+    """The error a finished engine output stands for, if it is not a normal finish."""
+    if output.finish == "error":
+        return errors.engine_error(f"Generation failed: {output.error}")
+    if output.finish == "cancelled":
+        # Not asked for by this request (a client that left is not waiting for an answer):
+        # the model was stopped under it, at shutdown.
+        return errors.unavailable(
+            f"Model '{call.model}' stopped while answering (the server is shutting down)",
+            code="shutting_down",
+            retry_after=5,
+        )
+    return None
+
+
+def _failure(exc: Exception, model: str, settings: Settings | None = None) -> errors.APIError:
+    if isinstance(exc, DeadlinePassed) and settings is not None:
+        return errors.timed_out(settings.request_timeout_seconds)
+    return errors.unavailable(f"{exc}; it is restarting", code="engine_restarting", retry_after=5)
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:
@@ -350,6 +458,7 @@ def _sampling(
 ) -> SamplingParams:
     return SamplingParams(
         max_new_tokens=max_new_tokens,
+        strict_budget=grammar is not None,
         temperature=body.temperature,
         top_p=body.top_p,
         top_k=body.top_k,

@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         20, ge=0, description="Time in-flight requests get to finish on SIGTERM."
     )
+    request_timeout_seconds: float = Field(
+        600,
+        gt=0,
+        le=86400,
+        description="Deadline of one request, end to end (waiting for a model included); "
+        "past it the request ends with an error.",
+    )
+    engine_load_timeout_seconds: float = Field(
+        600, gt=0, description="Longest an engine process may take to load its model."
+    )
+    engine_stall_seconds: float = Field(
+        30,
+        gt=0,
+        description="An engine process silent this long (no step, no heartbeat) is killed "
+        "and replaced. One pipeline step must fit in it.",
+    )
 
     @field_validator("preload_models", mode="before")
     @classmethod
@@ -113,6 +129,20 @@ class Settings(BaseSettings):
     def _expand_user(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_has_a_key(cls, value: Path | None) -> Path | None:
+        # Fail closed: a key file that cannot be read, or holds no key, must not turn
+        # authentication off.
+        if value is not None:
+            try:
+                key = value.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+            if not key:
+                raise ValueError(f"{value} holds no key")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -129,6 +159,5 @@ class Settings(BaseSettings):
         if self.api_key is not None and self.api_key.get_secret_value():
             return self.api_key.get_secret_value()
         if self.api_key_file is not None:
-            key = self.api_key_file.read_text(encoding="utf-8").strip()
-            return key or None
+            return self.api_key_file.read_text(encoding="utf-8").strip()
         return None

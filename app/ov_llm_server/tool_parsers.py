@@ -28,8 +28,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .parsing import OutputParser, ParsedDelta, ParsedToolCall, partial_suffix
+from .parsing import OutputParser, ParsedDelta, ParsedToolCall
 from .protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
+from .textutil import partial_suffix
 
 log = logging.getLogger(__name__)
 

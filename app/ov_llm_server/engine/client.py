@@ -1,0 +1,336 @@
+"""One engine process as the HTTP process sees it: start it, talk to it, notice its end.
+
+Runs in the HTTP process. The process is spawned with ``asyncio`` (so its exit is seen the
+moment it happens, whatever killed it), and reached over two zmq ipc sockets in a private
+runtime folder: a plain PUSH socket for requests (a send never blocks the event loop) and
+an asyncio PULL socket whose reader task hands each request's output to its
+:class:`RequestStream`. A process that sends nothing (no step, no heartbeat) for
+``stall_seconds`` is killed: it is stuck, and a fresh one replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from .messages import (
+    Cancel,
+    EngineConfig,
+    EngineSpec,
+    Fatal,
+    Generate,
+    LoadFailed,
+    Output,
+    Ready,
+    SamplingParams,
+    Shutdown,
+    Step,
+    encoder,
+    from_engine_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+_request_ids = itertools.count(1)
+_process_ids = itertools.count(1)
+
+
+class EngineGone(Exception):
+    """The engine process ended while a request needed it."""
+
+
+class LoadError(Exception):
+    """The engine process could not load its model."""
+
+
+class RequestStream:
+    """The HTTP side of one generation request: its outputs, ending with a finished one.
+
+    Iterating raises :class:`EngineGone` if the engine dies first, or the exception given
+    to :meth:`abort`.
+    """
+
+    def __init__(self, engine: EngineProcess, rid: int) -> None:
+        self.engine = engine
+        self.rid = rid
+        self._queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
+        self.done = False
+
+    def _put(self, item: Output | BaseException) -> None:
+        self._queue.put_nowait(item)
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Output:
+        if self.done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self.done = True
+            raise item
+        if item.finish is not None:
+            self.done = True
+        return item
+
+    async def accepted(self) -> Output:
+        """The engine's acknowledgement: the first output, with ``prompt_tokens`` set, or a
+        finished one saying why the request was refused."""
+        return await self.__anext__()
+
+    def cancel(self) -> None:
+        """Stop generating (the client left, or the answer is complete); safe to repeat."""
+        if not self.done:
+            self.engine.cancel(self.rid)
+
+    def abort(self, exc: BaseException) -> None:
+        """End the request now with ``exc`` (a deadline passed); the engine stops it too."""
+        if not self.done:
+            self.engine.cancel(self.rid)
+            self.engine.forget(self.rid)
+            self._put(exc)
+
+
+class EngineProcess:
+    """One engine process. Create it, ``await start()``, then submit requests."""
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        config: EngineConfig,
+        runtime_dir: Path,
+        *,
+        on_exit: Callable[[EngineProcess], None],
+        on_step: Callable[[float], None] | None = None,
+        heartbeat_seconds: float = 0.5,
+        stall_seconds: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.path = path
+        self.config = config
+        self.device = config.device
+        self._on_exit = on_exit
+        self._on_step = on_step
+        self._heartbeat = heartbeat_seconds
+        self._stall = stall_seconds
+        number = next(_process_ids)
+        self._inbox_addr = f"ipc://{runtime_dir}/e{number}.in"
+        self._outbox_addr = f"ipc://{runtime_dir}/e{number}.out"
+        self._streams: dict[int, RequestStream] = {}
+        self._process: asyncio.subprocess.Process | None = None
+        self._ready: asyncio.Future[Ready] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._push: zmq.Socket[bytes] | None = None
+        self._pull: zmq.asyncio.Socket | None = None
+        self.load_seconds = 0.0
+        self.chat_template = ""
+        self.context_length: int | None = None
+        self.last_heard = time.monotonic()
+        self.fatal_error: str | None = None
+        self.exit_description: str | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    async def start(self, timeout: float) -> Ready:
+        """Spawns the process and waits until its model is loaded."""
+        self._push = zmq.Context.instance().socket(zmq.PUSH)
+        self._push.setsockopt(zmq.LINGER, 0)
+        self._push.bind(self._inbox_addr)
+        self._pull = zmq.asyncio.Context.instance().socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.bind(self._outbox_addr)
+        spec = EngineSpec(
+            name=self.name,
+            path=str(self.path),
+            config=self.config,
+            inbox=self._inbox_addr,
+            outbox=self._outbox_addr,
+            heartbeat_seconds=self._heartbeat,
+            parent_pid=os.getpid(),
+        )
+        self._ready = asyncio.get_running_loop().create_future()
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ov_llm_server.engine.core", msgspec.json.encode(spec).decode()
+        )
+        self._tasks = [
+            asyncio.create_task(self._read(), name=f"engine-read-{self.name}"),
+            asyncio.create_task(self._wait_exit(), name=f"engine-wait-{self.name}"),
+        ]
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            self.kill()
+            raise LoadError(f"loading took longer than {timeout:.0f}s") from None
+        except BaseException:
+            self.kill()
+            raise
+        self.load_seconds = ready.load_seconds
+        self.chat_template = ready.chat_template
+        self.context_length = ready.context_length
+        self.last_heard = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"engine-watch-{self.name}"))
+        return ready
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Asks the process to end (cancelling what runs), then kills it if it does not."""
+        self.stopping = True
+        if self.alive:
+            self._send(Shutdown())
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited()), timeout)
+            except TimeoutError:
+                log.warning(
+                    "engine %s (pid %s) did not stop in %.0fs: killed", self.name, self.pid, timeout
+                )
+                self.kill()
+        await self._exited()
+
+    def kill(self) -> None:
+        if self.alive and self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+
+    async def _exited(self) -> None:
+        if self._process is not None:
+            await self._process.wait()
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                await asyncio.gather(task, return_exceptions=True)
+
+    # ------------------------------------------------------------ requests
+
+    def submit(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        params: SamplingParams,
+    ) -> RequestStream:
+        if not self.alive or self.stopping:
+            raise EngineGone(f"the engine of model '{self.name}' is not running")
+        rid = next(_request_ids)
+        stream = RequestStream(self, rid)
+        self._streams[rid] = stream
+        self._send(Generate(rid, params, messages, tools))
+        return stream
+
+    def cancel(self, rid: int) -> None:
+        if rid in self._streams:
+            self._send(Cancel(rid))
+
+    def forget(self, rid: int) -> None:
+        self._streams.pop(rid, None)
+
+    def _send(self, message: Generate | Cancel | Shutdown) -> None:
+        if self._push is None:
+            return
+        try:
+            self._push.send(encoder.encode(message), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the queue to a dead or stuck engine is full
+            log.warning("engine %s: message not sent: %s", self.name, exc)
+
+    # ------------------------------------------------------------ background tasks
+
+    async def _read(self) -> None:
+        assert self._pull is not None and self._ready is not None
+        while True:
+            try:
+                frame = await self._pull.recv()
+            except (asyncio.CancelledError, zmq.ZMQError):
+                return
+            message = from_engine_decoder.decode(frame)
+            self.last_heard = time.monotonic()
+            if isinstance(message, Step):
+                if self._on_step is not None:
+                    self._on_step(self.last_heard - message.sent_at)
+                for output in message.outputs:
+                    stream = (
+                        self._streams.pop(output.rid, None)
+                        if output.finish is not None
+                        else self._streams.get(output.rid)
+                    )
+                    if stream is not None:
+                        stream._put(output)
+            elif isinstance(message, Ready):
+                if not self._ready.done():
+                    self._ready.set_result(message)
+            elif isinstance(message, LoadFailed):
+                if not self._ready.done():
+                    self._ready.set_exception(LoadError(message.error))
+            elif isinstance(message, Fatal):
+                self.fatal_error = message.error
+
+    async def _wait_exit(self) -> None:
+        assert self._process is not None and self._ready is not None
+        code = await self._process.wait()
+        # The last words (a final Step, a Fatal) may still be in the socket: give the reader
+        # a moment to hand them out, so that requests get the engine's own error.
+        await asyncio.sleep(0.05)
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self._pull is not None:
+            self._pull.close()
+        if self._push is not None:
+            self._push.close()
+        self.exit_description = describe_exit(code, self.fatal_error)
+        if not self._ready.done():
+            self._ready.set_exception(LoadError(f"the engine process {self.exit_description}"))
+        gone = EngineGone(f"the engine of model '{self.name}' {self.exit_description}")
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._put(gone)
+        self._on_exit(self)
+
+    async def _watch(self) -> None:
+        interval = min(1.0, self._stall / 4)
+        while self.alive:
+            await asyncio.sleep(interval)
+            silent = time.monotonic() - self.last_heard
+            if silent > self._stall and self.alive:
+                log.error(
+                    "engine %s (pid %s) has not answered for %.1fs: killing it",
+                    self.name,
+                    self.pid,
+                    silent,
+                )
+                self.fatal_error = f"stopped answering for {silent:.0f}s"
+                self.kill()
+                return
+
+
+def describe_exit(code: int, fatal_error: str | None = None) -> str:
+    """How a process ended, in words: 'was killed by SIGKILL', 'exited with code 4 (...)'."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        text = f"was killed by {name}"
+        return f"{text} ({fatal_error})" if fatal_error else text
+    text = f"exited with code {code}"
+    return f"{text}: {fatal_error}" if fatal_error else text

@@ -1,0 +1,210 @@
+"""Generation inside the engine process: one continuous-batching pipeline and its requests.
+
+Only the engine loop calls into a :class:`LlmRunner`, so the pipeline (which is not
+thread-safe) is only ever touched by one thread. :meth:`LlmRunner.add` renders a request's
+messages with the chat template and encodes them here, where the tokenizer lives: GenAI's
+tokenizer holds the GIL while it loads (seconds for a GGUF), which would freeze the HTTP
+process's event loop. Each :meth:`LlmRunner.step` runs one pipeline step and turns its new
+tokens into text: one batched detokenizer call for every request, then stop sequences.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino_genai as og
+
+from ...textutil import one_line
+from ..messages import EngineConfig, EngineFinish, Generate, Output
+from . import faults
+from .pipelines import build_pipeline
+from .sampling import generation_config, model_defaults
+from .text import IncrementalDetokenizer, StopMatcher
+
+
+@dataclass
+class _Request:
+    rid: int
+    handle: Any
+    detokenizer: IncrementalDetokenizer
+    stop: StopMatcher
+    tokens: int = 0
+    last_finish: Any = None
+
+
+class RequestRefused(Exception):
+    """A request that cannot run, with the API error code that says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LlmRunner:
+    """One generative model, continuously batched."""
+
+    def __init__(self, path: Path, config: EngineConfig) -> None:
+        self._pipe = build_pipeline(path, config)
+        self._tokenizer = self._pipe.get_tokenizer()
+        self._defaults = model_defaults(self._pipe.get_config())
+        self._active: dict[int, _Request] = {}
+        self.chat_template: str = self._tokenizer.chat_template or ""
+        self.context_length = context_length(path)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._active)
+
+    def add(self, request: Generate) -> Output:
+        """Starts a request. The Output acknowledges it, or says why it was refused."""
+        try:
+            faults.check("add")
+            prompt, ids = self._prompt(request)
+            params = request.params
+            max_new = self._budget(len(ids), params.max_new_tokens, params.strict_budget)
+            config = generation_config(params, self._defaults, max_new)
+            tensor = ov.Tensor(np.array([ids], dtype=np.int64))
+            handle = self._pipe.add_request(request.rid, tensor, config)
+        except faults.InjectedFault:
+            raise
+        except RequestRefused as exc:
+            return Output(request.rid, "", 0, "error", str(exc), code=exc.code)
+        except Exception as exc:  # a request GenAI refuses ends alone; the engine goes on
+            return Output(request.rid, "", 0, "error", one_line(exc))
+        self._active[request.rid] = _Request(
+            request.rid,
+            handle,
+            IncrementalDetokenizer(self._tokenizer),
+            StopMatcher(request.params.stop),
+        )
+        return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
+
+    def _prompt(self, request: Generate) -> tuple[str, list[int]]:
+        try:
+            prompt = str(
+                self._tokenizer.apply_chat_template(
+                    request.messages, add_generation_prompt=True, tools=request.tools or None
+                )
+            )
+        except Exception as exc:  # genai raises RuntimeError with the Jinja message
+            raise RequestRefused(
+                "template_error",
+                f"The model's chat template cannot render these messages: {one_line(exc)}",
+            ) from exc
+        # The chat template already places BOS where the model wants it.
+        ids = self._tokenizer.encode(prompt, add_special_tokens=False).input_ids.data[0]
+        return prompt, list(ids.tolist())
+
+    def _budget(self, prompt_tokens: int, wanted: int, strict: bool) -> int:
+        """The new tokens a request may generate: what it asked for, within the context."""
+        if self.context_length is None:
+            return wanted
+        room = self.context_length - prompt_tokens
+        if room <= 0 or (strict and room < wanted):
+            needs = f" plus {wanted} for the answer" if strict else ""
+            raise RequestRefused(
+                "context_length_exceeded",
+                f"This model's maximum context length is {self.context_length} tokens; "
+                f"the messages take {prompt_tokens}{needs}",
+            )
+        return min(wanted, room)
+
+    def cancel(self, rid: int) -> Output | None:
+        request = self._active.pop(rid, None)
+        if request is None:
+            return None
+        request.handle.cancel()
+        return Output(rid, "", request.tokens, "cancelled")
+
+    def cancel_all(self) -> list[Output]:
+        return [out for rid in list(self._active) if (out := self.cancel(rid)) is not None]
+
+    def fail_all(self, error: str) -> list[Output]:
+        """Ends every request with an error (the engine is about to exit)."""
+        outputs = [Output(r.rid, "", r.tokens, "error", error) for r in self._active.values()]
+        self._active.clear()
+        return outputs
+
+    def step(self) -> list[Output]:
+        """One pipeline step. An exception here means the pipeline is broken."""
+        faults.check("step")
+        self._pipe.step()
+        faults.check("read")
+        requests = list(self._active.values())
+        windows: list[list[int]] = []
+        slots: list[int | None] = []
+        for request in requests:
+            outputs = request.handle.read() if request.handle.can_read() else {}
+            output = next(iter(outputs.values()), None)  # one sequence per request (n=1)
+            if output is None:
+                slots.append(None)
+                continue
+            ids = list(output.generated_ids)
+            request.tokens += len(ids)
+            request.last_finish = output.finish_reason
+            slots.append(len(windows))
+            windows += request.detokenizer.windows(ids)
+        faults.check("detokenize")
+        # One batched decode for every request's windows: each decode call is an inference
+        # of the detokenizer model, whose fixed cost dwarfs its cost per token.
+        texts = self._decode_batch(windows)
+        results: list[Output] = []
+        for request, slot in zip(requests, slots, strict=True):
+            delta = "" if slot is None else request.detokenizer.advance(*texts[slot : slot + 2])
+            result = self._collect(request, delta)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def _decode_batch(self, windows: list[list[int]]) -> list[str]:
+        texts = [""] * len(windows)
+        todo = [i for i, window in enumerate(windows) if window]
+        if todo:
+            decoded = self._tokenizer.decode([windows[i] for i in todo])
+            for i, text in zip(todo, decoded, strict=True):
+                texts[i] = str(text)
+        return texts
+
+    def _collect(self, request: _Request, delta: str) -> Output | None:
+        handle = request.handle
+        new_text, stopped = request.stop.push(delta) if delta else ("", False)
+        status = handle.get_status()
+        if stopped:
+            handle.stop()
+            return self._finish(request, "stop", new_text)
+        if status == og.GenerationStatus.RUNNING:
+            return Output(request.rid, new_text, request.tokens) if new_text else None
+        if status in (og.GenerationStatus.FINISHED, og.GenerationStatus.STOP):
+            tail, stopped = request.stop.push(request.detokenizer.flush())
+            if not stopped:
+                tail += request.stop.flush()
+            reason: EngineFinish = (
+                "length" if request.last_finish == og.GenerationFinishReason.LENGTH else "stop"
+            )
+            return self._finish(request, "stop" if stopped else reason, new_text + tail)
+        return self._finish(request, "error", new_text, f"generation {status.name.lower()}")
+
+    def _finish(
+        self, request: _Request, reason: EngineFinish, text: str, error: str | None = None
+    ) -> Output:
+        self._active.pop(request.rid, None)
+        return Output(request.rid, text, request.tokens, reason, error)
+
+
+def context_length(path: Path) -> int | None:
+    """The model's context length from its config.json, when it has one (GGUF: unknown)."""
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = data.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -1,0 +1,30 @@
+"""Building a model's pipeline, as the engine process runs it (the benchmark builds it here too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import openvino_genai as og
+
+from ..messages import EngineConfig
+
+
+def build_pipeline(path: Path, config: EngineConfig) -> Any:
+    """The continuous-batching pipeline of one generative model."""
+    scheduler = og.SchedulerConfig()
+    # 0 lets the KV cache grow with demand instead of reserving it up front.
+    scheduler.cache_size = config.kv_cache_gb
+    scheduler.max_num_seqs = config.max_batch
+    scheduler.dynamic_split_fuse = True
+    scheduler.enable_prefix_caching = True
+    properties: dict[str, Any] = {}
+    if config.kv_cache_precision:
+        properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
+        if config.kv_cache_precision == "f32":
+            # Paged attention refuses an f32 cache beside bf16/f16 inference.
+            properties["INFERENCE_PRECISION_HINT"] = "f32"
+    if config.cache_dir is not None:
+        Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+        properties["CACHE_DIR"] = config.cache_dir
+    return og.ContinuousBatchingPipeline(str(path), scheduler, config.device, properties)
