@@ -25,7 +25,7 @@ from typing import Any
 
 import openvino_genai as og
 
-from .parsing import partial_suffix
+from .textmatch import partial_suffix
 
 log = logging.getLogger(__name__)
 

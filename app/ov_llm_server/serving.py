@@ -17,7 +17,7 @@ from . import errors
 from .engine import Engine, GenerationStream, SamplingParams, StreamEvent, TemplateError
 from .metrics import Metrics
 from .model_manager import ModelManager, ResolvedModel
-from .parsing import OutputParser, ParsedDelta, build_output_parser
+from .output import OutputParser, ParsedDelta, plan_output
 from .protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -31,7 +31,6 @@ from .protocol import (
     now,
 )
 from .settings import Settings
-from .structured import build_grammar, check_tool_choice
 
 log = logging.getLogger("ov_llm_server.requests")
 
@@ -111,7 +110,6 @@ class ChatService:
                             "this server takes text only",
                             param=f"messages.{i}.content",
                         )
-        check_tool_choice(body)
         requested = body.requested_max_tokens()
         if requested is not None and requested > self.settings.max_tokens_limit:
             raise errors.bad_request(
@@ -130,11 +128,10 @@ class ChatService:
         # Cheap refusals first: a full queue or an unusable schema costs no template work.
         if engine.in_flight >= self.settings.max_queue:
             raise errors.overloaded(body.model)
-        grammar = build_grammar(body, engine.chat_template, resolved.entry)
+        max_new = body.requested_max_tokens() or self.settings.default_max_tokens
+        plan = plan_output(body, engine.chat_template, resolved.entry, max_new)
         messages = [_template_message(m) for m in body.messages]
-        tools = None
-        if body.tools and body.tool_choice != "none":
-            tools = [tool.model_dump(exclude_none=True) for tool in body.tools]
+        tools = plan.template_tools
         try:
             prompt, input_ids = await asyncio.to_thread(_render_and_encode, engine, messages, tools)
         except TemplateError as exc:
@@ -144,7 +141,6 @@ class ChatService:
                 code="template_error",
             ) from exc
         call.prompt_tokens = engine.count_tokens(input_ids)
-        max_new = body.requested_max_tokens() or self.settings.default_max_tokens
         if engine.context_length is not None:
             room = engine.context_length - call.prompt_tokens
             if room <= 0:
@@ -154,9 +150,12 @@ class ChatService:
                     param="messages",
                     code="context_length_exceeded",
                 )
-            max_new = min(max_new, room)
-        parser = build_output_parser(engine.chat_template, resolved.entry, body, prompt=prompt)
-        return engine.submit(input_ids, _sampling(body, max_new, grammar)), parser
+            if room < max_new:
+                max_new = room
+                # The grammar's budget check must see the budget the engine will use.
+                plan = plan_output(body, engine.chat_template, resolved.entry, max_new)
+        parser = plan.parser(prompt)
+        return engine.submit(input_ids, _sampling(body, max_new, plan.grammar)), parser
 
     # ------------------------------------------------------------ non-streaming
 
@@ -180,7 +179,7 @@ class ChatService:
             call.status = 500
             self._finish_log(call)
             raise errors.engine_error(f"Generation failed: {error}")
-        finish = "tool_calls" if parsed.tool_calls else call.finish_reason
+        finish = _finish_reason(parsed.tool_calls, parser, call)
         message = ResponseMessage(
             content=parsed.content if (parsed.content or not parsed.tool_calls) else None,
             reasoning_content=parsed.reasoning or None,
@@ -201,7 +200,10 @@ class ChatService:
         )
         call.finish_reason = finish
         self._finish_log(call)
-        return JSONResponse(completion.model_dump(exclude_none=True))
+        answer = completion.model_dump(exclude_none=True)
+        # OpenAI sends content null (not nothing) beside tool calls; clients read it.
+        answer["choices"][0]["message"].setdefault("content", None)
+        return JSONResponse(answer)
 
     async def _drain(
         self, stream: GenerationStream, parser: OutputParser, call: _Call
@@ -211,6 +213,8 @@ class ChatService:
         async for event in stream:
             self._track(call, event)
             parsed.merge(parser.feed(event.text))
+            if parser.done:
+                stream.cancel()  # the answer is complete: the rest would be thrown away
             if event.finish_reason is not None:
                 error = event.error
         parsed.merge(parser.finish())
@@ -248,10 +252,12 @@ class ChatService:
                         yield "data: [DONE]\n\n"
                         return
                     parsed.merge(parser.finish())
+                elif parser.done:
+                    stream.cancel()  # the answer is complete: the rest would be thrown away
                 for piece in _delta_dicts(parsed):
                     yield chunk(piece)
                 tool_calls += len(parsed.tool_calls)
-            finish = "tool_calls" if tool_calls else call.finish_reason
+            finish = _finish_reason(tool_calls, parser, call)
             call.finish_reason = finish
             yield chunk({}, finish)
             if include_usage:
@@ -364,6 +370,13 @@ def _sampling(
     )
 
 
+def _finish_reason(tool_calls: Any, parser: OutputParser, call: _Call) -> str:
+    if tool_calls:
+        return "tool_calls"
+    # A parser that is done holds a whole answer (a schema document closed within the budget).
+    return "stop" if parser.done else call.finish_reason
+
+
 def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if parsed.reasoning:
@@ -374,6 +387,7 @@ def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
         index = call.index
         out.append(
             {
+                "content": None,
                 "tool_calls": [
                     {
                         "index": index,

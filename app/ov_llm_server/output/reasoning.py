@@ -6,7 +6,8 @@ that already opened ``<think>`` in the prompt starts the parser inside the block
 
 from __future__ import annotations
 
-from .parsing import OutputParser, ParsedDelta, partial_suffix
+from ..textmatch import partial_suffix
+from .deltas import OutputParser, ParsedDelta
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
