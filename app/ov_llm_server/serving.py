@@ -395,7 +395,7 @@ def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
                         "type": "function",
                         "function": {"name": call.name, "arguments": ""},
                     }
-                ]
+                ],
             }
         )
         out.append({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})

@@ -90,7 +90,9 @@ class JsonGrammar:
         self.define(seq(Lit('"'), Rep(Rule("char")), Lit('"')), "string")
         digits = seq(Cls(((0x31, 0x39),)), Rep(DIGIT, 0, INT_DIGITS - 1))
         self.define(seq(opt(Lit("-")), alt(Lit("0"), digits)), "integer")
-        self.define(seq(Rule("integer"), opt(seq(Lit("."), Rep(DIGIT, 1, FRACTION_DIGITS)))), "number")
+        self.define(
+            seq(Rule("integer"), opt(seq(Lit("."), Rep(DIGIT, 1, FRACTION_DIGITS)))), "number"
+        )
         pair = seq(Rule("string"), Lit(": "), Rule("value"))
         self.define(seq(Lit("{"), Rep(pair, sep=Lit(", ")), Lit("}")), "object")
         self.define(seq(Lit("["), Rep(Rule("value"), sep=Lit(", ")), Lit("]")), "array")
@@ -134,7 +136,9 @@ class JsonGrammar:
             return self._object(model, node, tag, path)
         if isinstance(node, UnionNode):
             if node.exclusive and not _disjoint(model, node.options):
-                raise SchemaError("'oneOf' whose options can overlap cannot be enforced", "oneOf", path)
+                raise SchemaError(
+                    "'oneOf' whose options can overlap cannot be enforced", "oneOf", path
+                )
             return self.define(alt(*(self.node(model, o, tag, path) for o in node.options)))
         if isinstance(node, RefNode):
             name = f"m{tag}_{_rule_name(node.pointer)}"
@@ -146,19 +150,29 @@ class JsonGrammar:
 
     def _string(self, node: StrNode, path: str) -> Term:
         if node.pattern is not None and node.format is not None:
-            raise SchemaError("'pattern' together with 'format' cannot be enforced", "pattern", path)
+            raise SchemaError(
+                "'pattern' together with 'format' cannot be enforced", "pattern", path
+            )
         if node.pattern is None and node.format is None:
             if node.min_length == 0:
                 return Rule("string")
             self._spend(node.min_length, "minLength", path)
             return self.define(seq(Lit('"'), Rep(Rule("char"), node.min_length), Lit('"')))
         keyword = "pattern" if node.pattern is not None else "format"
-        body = pattern_term(node.pattern, path) if node.pattern is not None else FORMATS[node.format or ""]
+        body = (
+            pattern_term(node.pattern, path)
+            if node.pattern is not None
+            else FORMATS[node.format or ""]
+        )
         low, high = _lengths(body)
         if node.max_length is not None and (high is None or high > node.max_length):
-            raise SchemaError(f"'maxLength' together with '{keyword}' cannot be enforced", "maxLength", path)
+            raise SchemaError(
+                f"'maxLength' together with '{keyword}' cannot be enforced", "maxLength", path
+            )
         if node.min_length > low:
-            raise SchemaError(f"'minLength' together with '{keyword}' cannot be enforced", "minLength", path)
+            raise SchemaError(
+                f"'minLength' together with '{keyword}' cannot be enforced", "minLength", path
+            )
         self._spend(_wide_positions(body), keyword, path)
         return self.define(seq(Lit('"'), _json_escaped(body), Lit('"')))
 
@@ -198,7 +212,9 @@ class JsonGrammar:
         if not node.properties:
             if node.additional is None or node.max_properties == 0:
                 if node.min_properties:
-                    raise SchemaError("'minProperties' leaves no valid object", "minProperties", path)
+                    raise SchemaError(
+                        "'minProperties' leaves no valid object", "minProperties", path
+                    )
                 return Lit("{}")
             value = self.node(model, node.additional, tag, f"{path}/additionalProperties")
             pair = seq(Rule("string"), Lit(": "), value)
@@ -206,9 +222,17 @@ class JsonGrammar:
             return self.define(seq(Lit("{"), body, Lit("}")))
         # Declared members only, in the declared order; optional ones may be left out.
         if node.min_properties > len(node.required):
-            raise SchemaError("'minProperties' above the required members cannot be enforced", "minProperties", path)
+            raise SchemaError(
+                "'minProperties' above the required members cannot be enforced",
+                "minProperties",
+                path,
+            )
         if node.max_properties is not None and node.max_properties < len(node.properties):
-            raise SchemaError("'maxProperties' below the declared members cannot be enforced", "maxProperties", path)
+            raise SchemaError(
+                "'maxProperties' below the declared members cannot be enforced",
+                "maxProperties",
+                path,
+            )
         rest: Term = Lit("")  # the members from here on, after one was written
         first: Term = Lit("")  # the same, before any was written
         for name, sub in reversed(node.properties):
@@ -235,7 +259,9 @@ def _integer(minimum: int | None, maximum: int | None, path: str) -> Term:
     lo = -_INT_LIMIT if minimum is None else minimum
     hi = _INT_LIMIT if maximum is None else maximum
     if lo > _INT_LIMIT or hi < -_INT_LIMIT:
-        raise SchemaError(f"integer bounds beyond ±{_INT_LIMIT} cannot be enforced", "minimum", path)
+        raise SchemaError(
+            f"integer bounds beyond ±{_INT_LIMIT} cannot be enforced", "minimum", path
+        )
     lo, hi = max(lo, -_INT_LIMIT), min(hi, _INT_LIMIT)
     parts: list[Term] = []
     if lo < 0:
@@ -267,15 +293,21 @@ def _number(node: NumNode, path: str) -> Term:
     if node.minimum is None and node.maximum is None:
         return Rule("number")
     # Whole-number bounds, moved inwards: every number written lies within the schema's.
-    lo = -_INT_LIMIT if node.minimum is None else (
-        math.floor(node.minimum) + 1 if node.exclusive_minimum else math.ceil(node.minimum)
+    lo = (
+        -_INT_LIMIT
+        if node.minimum is None
+        else (math.floor(node.minimum) + 1 if node.exclusive_minimum else math.ceil(node.minimum))
     )
-    hi = _INT_LIMIT if node.maximum is None else (
-        math.ceil(node.maximum) - 1 if node.exclusive_maximum else math.floor(node.maximum)
+    hi = (
+        _INT_LIMIT
+        if node.maximum is None
+        else (math.ceil(node.maximum) - 1 if node.exclusive_maximum else math.floor(node.maximum))
     )
     lo, hi = max(lo, -_INT_LIMIT), min(hi, _INT_LIMIT)
     if lo > hi:
-        raise SchemaError("number bounds with no whole number between them cannot be enforced", "minimum", path)
+        raise SchemaError(
+            "number bounds with no whole number between them cannot be enforced", "minimum", path
+        )
     fraction = opt(seq(Lit("."), Rep(DIGIT, 1, FRACTION_DIGITS)))
     parts: list[Term] = []
     if hi >= 0:
@@ -314,7 +346,9 @@ def _json_escaped(term: Term) -> Term:
     raise AssertionError(f"unexpected term {term!r}")
 
 
-def _minus(ranges: tuple[tuple[int, int], ...], cut: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+def _minus(
+    ranges: tuple[tuple[int, int], ...], cut: tuple[tuple[int, int], ...]
+) -> tuple[tuple[int, int], ...]:
     out = list(ranges)
     for c_lo, c_hi in cut:
         next_out = []
@@ -375,10 +409,16 @@ def _kinds(model: SchemaModel, node: Node) -> set[str]:
         return {_kind_of(v) for v in node.values}
     if isinstance(node, UnionNode):
         return set().union(*(_kinds(model, o) for o in node.options))
-    return {
-        NullNode: "null", BoolNode: "boolean", IntNode: "number", NumNode: "number",
-        StrNode: "string", ArrNode: "array", ObjNode: "object",
-    }[type(node)]  # fmt: skip
+    kinds: dict[type, str] = {
+        NullNode: "null",
+        BoolNode: "boolean",
+        IntNode: "number",
+        NumNode: "number",
+        StrNode: "string",
+        ArrNode: "array",
+        ObjNode: "object",
+    }
+    return {kinds[type(node)]}  # fmt: skip
 
 
 def _kind_of(value: Any) -> str:
@@ -388,7 +428,8 @@ def _kind_of(value: Any) -> str:
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
+    kinds: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return kinds[type(value)]
 
 
 def _disjoint(model: SchemaModel, options: tuple[Node, ...]) -> bool:

@@ -210,11 +210,22 @@ _DATE = seq(
     Cls(((0x31, 0x39),)),
     Rep(DIGIT, 3, 3),
     Lit("-"),
-    alt(*(seq(alt(*(Lit(m) for m in months)), Lit("-"), _pad2(1, days)) for days, months in _DAYS.items())),
+    alt(
+        *(
+            seq(alt(*(Lit(m) for m in months)), Lit("-"), _pad2(1, days))
+            for days, months in _DAYS.items()
+        )
+    ),
 )
 _OFFSET = alt(Lit("Z"), seq(chars("+-"), _pad2(0, 23), Lit(":"), _pad2(0, 59)))
 _TIME = seq(
-    _pad2(0, 23), Lit(":"), _pad2(0, 59), Lit(":"), _pad2(0, 59), opt(seq(Lit("."), Rep(DIGIT, 1, 6))), _OFFSET
+    _pad2(0, 23),
+    Lit(":"),
+    _pad2(0, 59),
+    Lit(":"),
+    _pad2(0, 59),
+    opt(seq(Lit("."), Rep(DIGIT, 1, 6))),
+    _OFFSET,
 )
 _HEX = Cls(((0x30, 0x39), (0x61, 0x66)))
 _ALNUM = Cls(((0x30, 0x39), (0x61, 0x7A)))

@@ -47,7 +47,9 @@ def plan_output(
     check_tool_choice(request)
     tools_shown = bool(request.tools) and request.tool_choice != "none"
     template_tools = (
-        [tool.model_dump(exclude_none=True) for tool in request.tools or []] if tools_shown else None
+        [tool.model_dump(exclude_none=True) for tool in request.tools or []]
+        if tools_shown
+        else None
     )
     fmt_name = tool_format(chat_template, entry)
     if forces_tool_call(request):
@@ -68,7 +70,9 @@ def plan_output(
 
     def free(prompt: str) -> OutputParser:
         # Only an answer that starts with <think> (or a prompt that opened it) has reasoning.
-        reasoning = ThinkParser(opened=prompt.rstrip().endswith(THINK_OPEN)) if reasoning_on else None
+        reasoning = (
+            ThinkParser(opened=prompt.rstrip().endswith(THINK_OPEN)) if reasoning_on else None
+        )
         tool_parser = tools() if tools is not None else None
         if reasoning is None and tool_parser is None:
             return OutputParser()
@@ -94,7 +98,9 @@ def check_tool_choice(request: ChatCompletionRequest) -> None:
     if choice in (None, "none", "auto"):
         return
     if not request.tools:
-        raise errors.bad_request("tool_choice requires 'tools'", param="tool_choice", code="invalid_value")
+        raise errors.bad_request(
+            "tool_choice requires 'tools'", param="tool_choice", code="invalid_value"
+        )
     if isinstance(choice, NamedToolChoice):
         names = [tool.function.name for tool in request.tools]
         if choice.function.name not in names:
@@ -173,7 +179,9 @@ def _schema(
     if spec.type == "json_object":
         schema: Any = {"type": "object"}
     elif spec.json_schema is None or spec.json_schema.schema_ is None:
-        raise errors.bad_request("response_format json_schema needs a 'schema'", param="response_format")
+        raise errors.bad_request(
+            "response_format json_schema needs a 'schema'", param="response_format"
+        )
     else:
         schema = spec.json_schema.schema_
     builder = JsonGrammar()
@@ -195,7 +203,9 @@ def _schema(
 class _Catalog:
     """The compiled parameter schemas of some tools; ``fresh()`` gives one response's catalog."""
 
-    def __init__(self, models: dict[str, SchemaModel], fmt: type[parsers.ToolFormat], repair: bool) -> None:
+    def __init__(
+        self, models: dict[str, SchemaModel], fmt: type[parsers.ToolFormat], repair: bool
+    ) -> None:
         self.models = models
         self._fmt = fmt
         self._repair = repair
@@ -204,19 +214,26 @@ class _Catalog:
         return parsers.ToolCatalog(self.models, repair=self._repair, new_id=self._fmt.new_id)
 
 
-def _catalog(tools: list[ToolDefinition], fmt: type[parsers.ToolFormat], *, repair: bool) -> _Catalog:
+def _catalog(
+    tools: list[ToolDefinition], fmt: type[parsers.ToolFormat], *, repair: bool
+) -> _Catalog:
     models: dict[str, SchemaModel] = {}
     for tool in tools:
         try:
-            models[tool.function.name] = compile_schema(tool.function.parameters or {"type": "object"})
+            models[tool.function.name] = compile_schema(
+                tool.function.parameters or {"type": "object"}
+            )
         except SchemaError as exc:
             raise _schema_error(exc, "tools", f"tool '{tool.function.name}' parameters") from exc
     return _Catalog(models, fmt, repair)
 
 
 def _schema_error(exc: SchemaError, param: str, what: str) -> errors.APIError:
+    named = (
+        f" (keyword '{exc.keyword}')" if exc.keyword and f"'{exc.keyword}'" not in str(exc) else ""
+    )
     return errors.bad_request(
-        f"{what} cannot be enforced: {exc}",
+        f"{what} cannot be enforced: {exc}{named}",
         param=param,
         code="unsupported_schema" if exc.keyword else "invalid_schema",
     )

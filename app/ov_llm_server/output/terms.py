@@ -125,7 +125,7 @@ def literal(text: str) -> str:
 
 
 def _class_char(code: int) -> str:
-    if code < 0x20 or chr(code) in "\\]-^[\"":
+    if code < 0x20 or chr(code) in '\\]-^["':
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
     if code > 0x7E:
         return f"\\u{code:04x}"
@@ -151,9 +151,15 @@ def _ebnf(term: Term) -> str:
             if (term.lo, term.hi) == (0, 1):
                 return f"{item}?"
             if term.hi is None:
-                return f"{item}{'*' if term.lo == 0 else '+' if term.lo == 1 else f'{{{term.lo},}}'}"
+                return (
+                    f"{item}{'*' if term.lo == 0 else '+' if term.lo == 1 else f'{{{term.lo},}}'}"
+                )
             return item if term.lo == term.hi == 1 else f"{item}{{{term.lo},{term.hi}}}"
-        more = Rep(Seq((term.sep, term.item)), max(term.lo - 1, 0), None if term.hi is None else term.hi - 1)
+        more = Rep(
+            Seq((term.sep, term.item)),
+            max(term.lo - 1, 0),
+            None if term.hi is None else term.hi - 1,
+        )
         body = f"{_group(term.item)} {_ebnf(more)}" if more.hi != 0 else _group(term.item)
         return body if term.lo > 0 else f"({body})?"
     if isinstance(term, Rule):
@@ -163,7 +169,9 @@ def _ebnf(term: Term) -> str:
 
 def _group(term: Term) -> str:
     text = _ebnf(term)
-    return f"({text})" if isinstance(term, Alt | Seq) or (isinstance(term, Rep) and term.sep) else text
+    return (
+        f"({text})" if isinstance(term, Alt | Seq) or (isinstance(term, Rep) and term.sep) else text
+    )
 
 
 # ---------------------------------------------------------------- the grammar
@@ -332,7 +340,11 @@ class Grammar:
                     sep = "" if term.sep is None else self.min_text(term.sep)
                     if item is None or sep is None:
                         return None
-                    parts.append((sep + item) * missing if frame[2] > 0 else item + (sep + item) * (missing - 1))
+                    parts.append(
+                        (sep + item) * missing
+                        if frame[2] > 0
+                        else item + (sep + item) * (missing - 1)
+                    )
             else:
                 text = self.min_text(term)
                 if text is None:

@@ -66,7 +66,9 @@ class ToolCatalog:
         self._next_index += 1
         return call
 
-    def make_calls(self, payloads: list[Any], *, args_key: str = "arguments") -> list[ParsedToolCall]:
+    def make_calls(
+        self, payloads: list[Any], *, args_key: str = "arguments"
+    ) -> list[ParsedToolCall]:
         """All payloads as calls, or [] (and no index used up) if any of them is not valid."""
         first = self._next_index
         calls = [self.make_call(p, args_key=args_key) for p in payloads]

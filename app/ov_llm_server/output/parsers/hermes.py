@@ -29,7 +29,9 @@ class Hermes(ToolFormat):
 
     @classmethod
     def forced(cls, calls: Sequence[tuple[str, Term]], several: bool) -> Term:
-        one = seq(Lit(OPEN + "\n"), alt(*(cls.call_term(n, a) for n, a in calls)), Lit("\n" + CLOSE))
+        one = seq(
+            Lit(OPEN + "\n"), alt(*(cls.call_term(n, a) for n, a in calls)), Lit("\n" + CLOSE)
+        )
         return Rep(one, 1, None, Lit("\n")) if several else one
 
 
