@@ -168,6 +168,15 @@ def test_hermes_unclosed_call_at_the_end() -> None:
     assert out.tool_calls == [] and out.content == cut
 
 
+def test_hermes_closing_tag_inside_an_argument() -> None:
+    text = hermes("get_weather", {"city": "a</tool_call>b"}) + "Done."
+    out = run(hermes_parser(catalog()), [text])
+    assert calls(out) == [(0, "get_weather", {"city": "a</tool_call>b"})]
+    assert out.content == "Done."
+    for cut in range(len(text)):
+        assert calls(run(hermes_parser(catalog()), [text[:cut], text[cut:]])) == calls(out)
+
+
 def test_hermes_bad_call_between_good_ones_keeps_indices_dense() -> None:
     text = hermes("get_time", {}) + "<tool_call>{oops}</tool_call>" + hermes("get_time", {})
     out = run(hermes_parser(catalog()), [text])
@@ -326,7 +335,7 @@ def test_factory_detects_formats() -> None:
     assert detect(LLAMA_TEMPLATE) == "llama3_json"
     assert detect(MISTRAL_TEMPLATE) == "mistral"
     assert detect(MISTRAL_TEMPLATE + "[ARGS]") == "mistral_v11"
-    assert detect("{{ messages }}") == "hermes"
+    assert detect("{{ messages }}") is None  # read as hermes, forced as plain JSON
     assert set(names()) >= {"hermes", "llama3_json", "mistral", "mistral_v11", "json"}
     text = '{"name": "get_time", "parameters": {}}'
     out = run(build_output_parser(LLAMA_TEMPLATE, None, request(tools=[TIME])), [text])

@@ -276,6 +276,9 @@ class Engine:
     def count_tokens(self, input_ids: Any) -> int:
         return int(input_ids.get_shape()[-1])
 
+    def count_text_tokens(self, text: str) -> int:
+        return self.count_tokens(self.encode(text))
+
     def _generation_config(self, params: SamplingParams) -> Any:
         cfg = og.GenerationConfig(**self._base_config)
         cfg.max_new_tokens = params.max_new_tokens

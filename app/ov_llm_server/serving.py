@@ -129,7 +129,8 @@ class ChatService:
         if engine.in_flight >= self.settings.max_queue:
             raise errors.overloaded(body.model)
         max_new = body.requested_max_tokens() or self.settings.default_max_tokens
-        plan = plan_output(body, engine.chat_template, resolved.entry, max_new)
+        count = engine.count_text_tokens
+        plan = plan_output(body, engine.chat_template, resolved.entry, max_new, count_tokens=count)
         messages = [_template_message(m) for m in body.messages]
         tools = plan.template_tools
         try:
@@ -153,7 +154,9 @@ class ChatService:
             if room < max_new:
                 max_new = room
                 # The grammar's budget check must see the budget the engine will use.
-                plan = plan_output(body, engine.chat_template, resolved.entry, max_new)
+                plan = plan_output(
+                    body, engine.chat_template, resolved.entry, max_new, count_tokens=count
+                )
         parser = plan.parser(prompt)
         return engine.submit(input_ids, _sampling(body, max_new, plan.grammar)), parser
 

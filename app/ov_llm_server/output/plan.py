@@ -42,9 +42,16 @@ def plan_output(
     chat_template: str,
     entry: ModelEntry | None,
     max_new_tokens: int,
+    *,
+    count_tokens: Callable[[str], int] | None = None,
 ) -> OutputPlan:
-    """The plan for ``request``; raises :class:`errors.APIError` (400) for what cannot be done."""
+    """The plan for ``request``; raises :class:`errors.APIError` (400) for what cannot be done.
+
+    ``count_tokens`` (the model's tokenizer) measures whether the shortest valid answer fits
+    ``max_new_tokens``; without it, its UTF-8 bytes are counted (a token writes at least one).
+    """
     check_tool_choice(request)
+    budget = _Budget(max_new_tokens, count_tokens or (lambda text: len(text.encode())))
     tools_shown = bool(request.tools) and request.tool_choice != "none"
     template_tools = (
         [tool.model_dump(exclude_none=True) for tool in request.tools or []]
@@ -53,14 +60,16 @@ def plan_output(
     )
     fmt_name = tool_format(chat_template, entry)
     if forces_tool_call(request):
-        return _forced_call(request, fmt_name, max_new_tokens, template_tools)
+        # A model without a format of its own writes plain JSON calls.
+        forced = fmt_name if fmt_name not in (None, "none") else parsers.FORCED_DEFAULT
+        return _forced_call(request, forced, budget, template_tools)
     spec = request.response_format
     if spec is not None and spec.type != "text":
-        return _schema(request, max_new_tokens, template_tools)
+        return _schema(request, budget, template_tools)
     reasoning_on = (entry.reasoning_parser if entry else None) != "none"
     tools: Callable[[], OutputParser] | None = None
     if tools_shown and fmt_name != "none":
-        fmt = parsers.get(fmt_name)
+        fmt = parsers.get(fmt_name or parsers.DEFAULT)
         catalog = _catalog(request.tools or [], fmt, repair=False)
         # parallel_tool_calls false: the first call is the answer, generation may stop there.
         limit = 1 if request.parallel_tool_calls is False else None
@@ -81,7 +90,7 @@ def plan_output(
     return OutputPlan(None, template_tools, free)
 
 
-def tool_format(chat_template: str, entry: ModelEntry | None) -> str:
+def tool_format(chat_template: str, entry: ModelEntry | None) -> str | None:
     """The registry entry's ``tool_parser``, else the format the chat template teaches."""
     name = entry.tool_parser if entry else None
     if name is None:
@@ -146,11 +155,10 @@ def several_forced_calls(request: ChatCompletionRequest) -> bool:
 def _forced_call(
     request: ChatCompletionRequest,
     fmt_name: str,
-    max_new_tokens: int,
+    budget: _Budget,
     template_tools: list[dict[str, Any]] | None,
 ) -> OutputPlan:
-    # A model without a format of its own writes plain JSON calls.
-    fmt = parsers.get("json" if fmt_name == "none" else fmt_name)
+    fmt = parsers.get(fmt_name)
     catalog = _catalog(chosen_tools(request), fmt, repair=True)
     builder = JsonGrammar()
     try:
@@ -160,7 +168,7 @@ def _forced_call(
     several = several_forced_calls(request)
     grammar = builder.grammar(fmt.forced(calls, several))
     _check_sampling(request)
-    _check_budget(grammar, max_new_tokens)
+    budget.check(grammar)
 
     def parser(_: str) -> OutputParser:
         # The grammar holds the answer from its first token: there is no room for thinking.
@@ -171,7 +179,7 @@ def _forced_call(
 
 def _schema(
     request: ChatCompletionRequest,
-    max_new_tokens: int,
+    budget: _Budget,
     template_tools: list[dict[str, Any]] | None,
 ) -> OutputPlan:
     spec = request.response_format
@@ -191,7 +199,7 @@ def _schema(
     except SchemaError as exc:
         raise _schema_error(exc, "response_format", "the response_format schema") from exc
     _check_sampling(request)
-    _check_budget(grammar, max_new_tokens)
+    budget.check(grammar)
     hold = needs_repair(model)
 
     def parser(_: str) -> OutputParser:
@@ -253,16 +261,21 @@ def _check_sampling(request: ChatCompletionRequest) -> None:
         )
 
 
-def _check_budget(grammar: Grammar, max_new_tokens: int) -> None:
-    shortest = grammar.min_text()
-    if shortest is None:
-        raise errors.bad_request("the schema allows no finite answer", code="invalid_schema")
-    # A token writes at least one byte; one more token is the end of the answer.
-    needed = len(shortest.encode()) + 1
-    if needed > max_new_tokens:
-        raise errors.bad_request(
-            f"max_tokens {max_new_tokens} is too small: the shortest answer that fits the "
-            f"schema needs {needed} tokens",
-            param="max_tokens",
-            code="max_tokens_too_small",
-        )
+@dataclass(frozen=True)
+class _Budget:
+    max_new_tokens: int
+    count_tokens: Callable[[str], int]
+
+    def check(self, grammar: Grammar) -> None:
+        """400 unless the shortest answer the grammar allows, and the end token, fit."""
+        shortest = grammar.min_text()
+        if shortest is None:
+            raise errors.bad_request("the schema allows no finite answer", code="invalid_schema")
+        needed = self.count_tokens(shortest) + 1
+        if needed > self.max_new_tokens:
+            raise errors.bad_request(
+                f"max_tokens {self.max_new_tokens} is too small: the shortest answer that fits "
+                f"the schema takes {needed} tokens",
+                param="max_tokens",
+                code="max_tokens_too_small",
+            )

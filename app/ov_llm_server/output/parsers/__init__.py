@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from . import hermes, json_calls, llama3_json, mistral
 from .base import ToolCatalog, ToolFormat
-from .registry import detect, get, names, register
+from .registry import DEFAULT, FORCED_DEFAULT, detect, get, names, register
 
 __all__ = [
+    "DEFAULT",
+    "FORCED_DEFAULT",
     "ToolCatalog",
     "ToolFormat",
     "detect",

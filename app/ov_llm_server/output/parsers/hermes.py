@@ -55,8 +55,8 @@ class HermesParser(OutputParser):
         self._buf += text
         while True:
             if self._in_call:
-                end = self._buf.find(CLOSE)
-                if end < 0:
+                end = _call_end(self._buf, final=False)
+                if end is None:
                     return out
                 body = self._buf[:end]
                 self._buf = self._buf[end + len(CLOSE) :]
@@ -83,9 +83,17 @@ class HermesParser(OutputParser):
         if self.done:
             return out
         if self._in_call:
-            # No closing tag (cut off, or the model ended right after the JSON).
+            end = _call_end(rest, final=True)
             self._in_call = False
-            self._close_call(rest, OPEN + rest, out)
+            if end is None:
+                # No closing tag (cut off, or the model ended right after the JSON).
+                self._close_call(rest, OPEN + rest, out)
+            else:
+                self._close_call(rest[:end], OPEN + rest[: end + len(CLOSE)], out)
+                if not self.done:
+                    out.merge(self.feed(rest[end + len(CLOSE) :]))
+                    out.merge(self.finish())
+                    return out
         else:
             self._text(rest, out)
         if not self._calls:
@@ -121,3 +129,24 @@ class HermesParser(OutputParser):
         self._held_space = ""
         self._after_call = True
         self.done = self._limit is not None and self._calls >= self._limit
+
+
+def _call_end(buf: str, *, final: bool) -> int | None:
+    """Where the call in ``buf`` (the text after its opening tag) ends, or None to wait.
+
+    At the first closing tag after which the body is JSON: a string inside the call may hold
+    the closing tag itself. When no such tag comes before the next opening tag (or before the
+    end), the call ends at the first closing tag, and is returned as text.
+    """
+    first = buf.find(CLOSE)
+    if first < 0:
+        return None
+    barrier = buf.find(OPEN, first)
+    end = first
+    while end >= 0 and (barrier < 0 or end < barrier):
+        try:
+            json.loads(buf[:end])
+            return end
+        except ValueError:
+            end = buf.find(CLOSE, end + 1)
+    return first if (barrier >= 0 or final) else None

@@ -10,7 +10,10 @@ from .base import ToolFormat
 _FORMATS: dict[str, type[ToolFormat]] = {}
 F = TypeVar("F", bound=type[ToolFormat])
 
-DEFAULT = "hermes"  # templates without a tool format of their own: Hermes tags are the most common
+# For templates without a tool format of their own: free answers are read as Hermes (the
+# most common format), forced calls are written as plain JSON (natural to any model).
+DEFAULT = "hermes"
+FORCED_DEFAULT = "json"
 
 
 def register(name: str) -> Callable[[F], F]:
@@ -32,9 +35,9 @@ def get(name: str) -> type[ToolFormat]:
     return _FORMATS[name]
 
 
-def detect(chat_template: str) -> str:
-    """The format a chat template teaches its model (formats are tried by their priority)."""
+def detect(chat_template: str) -> str | None:
+    """The format a chat template teaches its model (tried by priority); None if it has none."""
     for cls in sorted(_FORMATS.values(), key=lambda c: c.priority):
         if cls.priority and cls.detects(chat_template):
             return cls.name
-    return DEFAULT
+    return None
