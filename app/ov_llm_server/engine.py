@@ -54,7 +54,7 @@ class SamplingParams:
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     stop: tuple[str, ...] = ()
-    grammar: str | None = None  # EBNF from structured.py; never an unchecked user schema
+    grammar: str | None = None  # EBNF from output/plan.py; never an unchecked user schema
     min_new_tokens: int | None = None
     ignore_eos: bool = False
 
