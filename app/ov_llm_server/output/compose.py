@@ -6,7 +6,7 @@ import json
 import logging
 
 from .deltas import OutputParser, ParsedDelta
-from .schema import SchemaModel, repair
+from .schema import SchemaModel, repair, validate
 from .terms import Grammar
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class DocumentParser(OutputParser):
         return ParsedDelta() if self._hold else ParsedDelta(content=text)
 
     def finish(self) -> ParsedDelta:
-        suffix = _closing(self._grammar, self._text)
+        # An answer the model ended itself needs no reading through the grammar.
+        suffix = "" if self._valid(self._text) else _closing(self._grammar, self._text)
         self.done = True
         if not self._hold:
             return ParsedDelta(content=suffix)
@@ -98,3 +99,10 @@ class DocumentParser(OutputParser):
         except ValueError:
             return ParsedDelta(content=whole)
         return ParsedDelta(content=json.dumps(repair(self._model, value), ensure_ascii=False))
+
+    def _valid(self, text: str) -> bool:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return False
+        return validate(self._model, repair(self._model, value)) is None

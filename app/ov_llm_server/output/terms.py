@@ -259,70 +259,13 @@ class Grammar:
 
     def close(self, text: str) -> str | None:
         """The shortest text that makes ``text`` a complete sentence, or None if it is no prefix."""
-        stacks = self._expand((("t", self.root), None))
-        for ch in text:
-            stacks = self._step(stacks, ch)
-            if not stacks:
-                return None
+        stacks = _Reader(self).read(text)
         rests = [self._rest(stack) for stack in stacks]
         return min((r for r in rests if r is not None), key=len, default=None)
 
-    def _step(self, stacks: list[Stack], ch: str) -> list[Stack]:
-        out: list[Stack] = []
-        for stack in stacks:
-            if stack is None:
-                continue
-            frame, rest = stack
-            if frame[0] == "lit":
-                term, offset = frame[1], frame[2]
-                if term.text[offset] != ch:
-                    continue
-                if offset + 1 < len(term.text):
-                    out.append((("lit", term, offset + 1), rest))
-                else:
-                    out.extend(self._expand(rest))
-            elif frame[1].allows(ch):
-                out.extend(self._expand(rest))
-        # Ambiguous grammars can reach one state on several paths: keep each state once.
-        return list(dict.fromkeys(out)) if len(out) > 1 else out
-
-    def _expand(self, stack: Stack) -> list[Stack]:
-        """The stacks reachable without reading, each with a reading frame on top (or empty)."""
-        out: list[Stack] = []
-        todo = [stack]
-        while todo:
-            stack = todo.pop()
-            if stack is None:
-                out.append(None)
-                continue
-            frame, rest = stack
-            kind, term = frame[0], frame[1]
-            if kind in ("lit", "cls"):
-                out.append(stack)
-            elif kind == "rep":
-                count = frame[2]
-                if count >= term.lo:
-                    todo.append(rest)
-                if term.hi is None or count < term.hi:
-                    more: Stack = (("t", term.item), (("rep", term, count + 1), rest))
-                    if count > 0 and term.sep is not None:
-                        more = (("t", term.sep), more)
-                    todo.append(more)
-            elif isinstance(term, Lit):
-                todo.append((("lit", term, 0), rest) if term.text else rest)
-            elif isinstance(term, Cls):
-                out.append((("cls", term), rest))
-            elif isinstance(term, Seq):
-                for item in reversed(term.items):
-                    rest = (("t", item), rest)
-                todo.append(rest)
-            elif isinstance(term, Alt):
-                todo.extend((("t", option), rest) for option in term.options)
-            elif isinstance(term, Rep):
-                todo.append((("rep", term, 0), rest))
-            elif isinstance(term, Rule):
-                todo.append((("t", self.rules[term.name]), rest))
-        return out
+    def complete(self, text: str) -> bool:
+        """Whether ``text`` is a whole sentence of the grammar."""
+        return None in _Reader(self).read(text)
 
     def _rest(self, stack: Stack) -> str | None:
         parts: list[str] = []
@@ -352,9 +295,107 @@ class Grammar:
                 parts.append(text)
         return "".join(parts)
 
-    def complete(self, text: str) -> bool:
-        """Whether ``text`` is a whole sentence of the grammar."""
-        stacks = self._expand((("t", self.root), None))
+
+class _Reader:
+    """Runs text through the grammar: the set of parse stacks after each character.
+
+    Stacks are hash-consed (one object per distinct stack) and every step is memoised by
+    object identity, so a long string or digit run costs a dictionary lookup per character
+    however deep the document is: the count of an unbounded repetition is kept only up to
+    its minimum, which makes the stacks inside it repeat.
+    """
+
+    def __init__(self, grammar: Grammar) -> None:
+        self._rules = grammar.rules
+        self._root = grammar.root
+        self._nodes: dict[tuple[Any, ...], Stack] = {}
+        self._expanded: dict[int, list[Stack]] = {}
+        self._stepped: dict[tuple[int, str], list[Stack]] = {}
+
+    def read(self, text: str) -> list[Stack]:
+        stacks = self._expand(self._cons(("t", self._root), None))
         for ch in text:
-            stacks = self._step(stacks, ch)
-        return None in stacks
+            out: dict[int, Stack] = {}
+            for stack in stacks:
+                for nxt in self._step(stack, ch):
+                    out[id(nxt)] = nxt
+            stacks = list(out.values())
+            if not stacks:
+                return []
+        return stacks
+
+    def _cons(self, frame: Frame, rest: Stack) -> Stack:
+        key = (frame[0], id(frame[1]), frame[2] if len(frame) > 2 else None, id(rest))
+        node = self._nodes.get(key)
+        if node is None:
+            node = (frame, rest)
+            self._nodes[key] = node
+        return node
+
+    def _step(self, stack: Stack, ch: str) -> list[Stack]:
+        if stack is None:
+            return []
+        key = (id(stack), ch)
+        done = self._stepped.get(key)
+        if done is not None:
+            return done
+        frame, rest = stack
+        out: list[Stack] = []
+        if frame[0] == "lit":
+            term, offset = frame[1], frame[2]
+            if term.text[offset] == ch:
+                if offset + 1 < len(term.text):
+                    out = [self._cons(("lit", term, offset + 1), rest)]
+                else:
+                    out = self._expand(rest)
+        elif frame[1].allows(ch):
+            out = self._expand(rest)
+        self._stepped[key] = out
+        return out
+
+    def _expand(self, stack: Stack) -> list[Stack]:
+        """The stacks reachable without reading, each with a reading frame on top (or empty)."""
+        start = id(stack)
+        done = self._expanded.get(start)
+        if done is not None:
+            return done
+        out: dict[int, Stack] = {}
+        todo = [stack]
+        while todo:
+            stack = todo.pop()
+            if stack is None:
+                out[id(None)] = None
+                continue
+            frame, rest = stack
+            kind, term = frame[0], frame[1]
+            if kind in ("lit", "cls"):
+                out[id(stack)] = stack
+            elif kind == "rep":
+                count = frame[2]
+                if count >= term.lo:
+                    todo.append(rest)
+                if term.hi is None or count < term.hi:
+                    # Past its minimum an unbounded repetition only needs to know it has begun.
+                    more = count + 1 if term.hi is not None else min(count + 1, max(term.lo, 1))
+                    nxt = self._cons(("t", term.item), self._cons(("rep", term, more), rest))
+                    if count > 0 and term.sep is not None:
+                        nxt = self._cons(("t", term.sep), nxt)
+                    todo.append(nxt)
+            elif isinstance(term, Lit):
+                todo.append(self._cons(("lit", term, 0), rest) if term.text else rest)
+            elif isinstance(term, Cls):
+                node = self._cons(("cls", term), rest)
+                out[id(node)] = node
+            elif isinstance(term, Seq):
+                for item in reversed(term.items):
+                    rest = self._cons(("t", item), rest)
+                todo.append(rest)
+            elif isinstance(term, Alt):
+                todo.extend(self._cons(("t", option), rest) for option in term.options)
+            elif isinstance(term, Rep):
+                todo.append(self._cons(("rep", term, 0), rest))
+            elif isinstance(term, Rule):
+                todo.append(self._cons(("t", self._rules[term.name]), rest))
+        result = list(out.values())
+        self._expanded[start] = result
+        return result
