@@ -25,7 +25,7 @@ from ov_llm_server.output.schema import SchemaError, compile_schema, repair, val
 from ov_llm_server.output.terms import Alt, Cls, Grammar, Lit, Rep, Rule, Seq, Term, literal
 from ov_llm_server.protocol import ChatCompletionRequest
 from ov_llm_server.registry import ModelEntry
-from schema_strategies import JSON_VALUES, SCHEMAS
+from schema_strategies import JSON_VALUES, PATTERNS, SCHEMAS
 from tiny_model import WEATHER_TOOL as WEATHER
 
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
@@ -395,6 +395,30 @@ def test_forced_tool_grammars_compile_in_genai(pipeline: Any) -> None:
             plan = plan_output(request(tools=[WEATHER], tool_choice=choice), template, entry, 100)
             assert plan.grammar is not None
             _run_grammar(pipeline, plan.grammar)
+
+
+@pytest.mark.parametrize(
+    "string",
+    [{"pattern": p} for p in PATTERNS]
+    + [{"format": f} for f in ("date", "time", "date-time", "uuid", "email", "ipv4")]
+    + [{"minLength": 16}, {"maxLength": 3}],
+    ids=lambda s: next(iter(s.values())),
+)
+def test_every_pattern_and_format_compiles_and_validates(
+    pipeline: Any, string: dict[str, Any]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"s": {"type": "string", **string}},
+        "required": ["s"],
+    }
+    grammar = grammar_of(schema)
+    for _ in range(2):
+        text, ended, _ = _run_grammar(pipeline, grammar.ebnf(), max_new_tokens=30)
+        if not ended:
+            text += grammar.close(text) or ""
+        value = repair(compile_schema(schema), json.loads(text))
+        assert reference_valid(schema, value), text
 
 
 def test_the_largest_grammar_allowed_compiles(pipeline: Any) -> None:

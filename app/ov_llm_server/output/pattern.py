@@ -21,8 +21,10 @@ from .terms import Alt, Cls, Lit, Rep, Term, alt, chars, opt, seq
 DIGIT = Cls(((0x30, 0x39),))
 # Printable ASCII: where negated classes take their characters from.
 _PRINTABLE = (0x20, 0x7E)
-# Any character but controls and line breaks: "." in every flavour matches these.
-ANY = Cls(((0x00, 0x1F), (0x7F, 0x9F), (0x2028, 0x2029)), negated=True)
+# Any character but ASCII controls (line breaks among them): "." matches these in Python
+# and Rust, and in ECMA-262 all but U+2028/U+2029. A negated class holds only ASCII: XGrammar
+# clamps the bytes of a negated class to 127.
+ANY = Cls(((0x00, 0x1F), (0x7F, 0x7F)), negated=True)
 _CATEGORIES = {
     sre_c.CATEGORY_DIGIT: ((0x30, 0x39),),
     sre_c.CATEGORY_WORD: ((0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)),

@@ -7,6 +7,7 @@ and :meth:`Grammar.close` finds the shortest way to finish it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,9 @@ def literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+_LATIN1 = re.compile("([\u0080-\u00ff])")
+
+
 def _class_char(code: int) -> str:
     if code < 0x20 or chr(code) in '\\]-^["':
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -134,7 +138,14 @@ def _class_char(code: int) -> str:
 
 def _ebnf(term: Term) -> str:
     if isinstance(term, Lit):
-        return literal(term.text)
+        # XGrammar reads U+0080..U+00FF in a string literal as single bytes (measured with
+        # GenAI 2026.4: "é" came out as mojibake); as a one-character class it is right.
+        parts = [p for p in _LATIN1.split(term.text) if p]
+        if len(parts) <= 1 and not _LATIN1.fullmatch(term.text):
+            return literal(term.text)
+        return " ".join(
+            f"[{_class_char(ord(p))}]" if _LATIN1.fullmatch(p) else literal(p) for p in parts
+        )
     if isinstance(term, Cls):
         body = "".join(
             _class_char(lo) if lo == hi else f"{_class_char(lo)}-{_class_char(hi)}"
@@ -169,9 +180,9 @@ def _ebnf(term: Term) -> str:
 
 def _group(term: Term) -> str:
     text = _ebnf(term)
-    return (
-        f"({text})" if isinstance(term, Alt | Seq) or (isinstance(term, Rep) and term.sep) else text
-    )
+    compound = isinstance(term, Alt | Seq) or (isinstance(term, Rep) and term.sep is not None)
+    split = isinstance(term, Lit) and len(term.text) > 1 and _LATIN1.search(term.text) is not None
+    return f"({text})" if compound or split else text
 
 
 # ---------------------------------------------------------------- the grammar
