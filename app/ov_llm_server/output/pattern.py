@@ -16,7 +16,7 @@ import re._parser as sre_parse
 from typing import Any
 
 from .schema import SchemaError
-from .terms import Alt, Cls, Lit, Rep, Term, alt, chars, opt, seq
+from .terms import Alt, Cls, Lit, Rep, Seq, Term, alt, chars, opt, seq
 
 DIGIT = Cls(((0x30, 0x39),))
 # Printable ASCII: where negated classes take their characters from.
@@ -153,7 +153,7 @@ def _nullable(term: Term) -> bool:
         return term.lo == 0 or _nullable(term.item)
     if isinstance(term, Alt):
         return any(_nullable(o) for o in term.options)
-    if hasattr(term, "items"):
+    if isinstance(term, Seq):
         return all(_nullable(t) for t in term.items)
     return False
 
@@ -169,10 +169,6 @@ def nat_range(lo: int, hi: int) -> Term:
         top = min(hi, 10**width - 1)
         parts.append(_same_width(str(lo), str(top)))
         lo, width = top + 1, width + 1
-    return _merge_full_widths(parts)
-
-
-def _merge_full_widths(parts: list[Term]) -> Term:
     return alt(*parts)
 
 
@@ -197,10 +193,6 @@ def _same_width(lo: str, hi: str) -> Term:
     if not high_full:
         parts.append(seq(Lit(hi[0]), _same_width("0" * rest, hi[1:])))
     return alt(*parts)
-
-
-def _two(lo: int, hi: int) -> Term:
-    return alt(*(Lit(f"{n:02d}") for n in range(lo, hi + 1))) if hi - lo < 3 else _pad2(lo, hi)
 
 
 def _pad2(lo: int, hi: int) -> Term:

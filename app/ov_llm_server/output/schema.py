@@ -147,8 +147,14 @@ class SchemaModel:
 def compile_schema(schema: Any) -> SchemaModel:
     """The model of ``schema``; :class:`SchemaError` when it cannot be used."""
     builder = _Builder(schema)
-    root = builder.build(schema, "", 0)
-    return SchemaModel(root, builder.defs)
+    try:
+        root = builder.build(schema, "", 0)
+    except RecursionError as exc:  # allOf parts that refer to each other, for one
+        raise SchemaError("schema refers to itself without end") from exc
+    model = SchemaModel(root, builder.defs)
+    for pointer in builder.defs:
+        model.resolve(RefNode(pointer))  # '$ref's that lead only to each other are refused here
+    return model
 
 
 class _Builder:
