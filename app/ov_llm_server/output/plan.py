@@ -67,22 +67,18 @@ def plan_output(
     if spec is not None and spec.type != "text":
         return _schema(request, budget, template_tools)
     reasoning_on = (entry.reasoning_parser if entry else None) != "none"
-    tools: Callable[[], OutputParser] | None = None
+    fmt = parsers.get(parsers.DEFAULT if fmt_name in (None, "none") else fmt_name)
+    catalog = None
     if tools_shown and fmt_name != "none":
-        fmt = parsers.get(fmt_name or parsers.DEFAULT)
         catalog = _catalog(request.tools or [], fmt, repair=False)
-        # parallel_tool_calls false: the first call is the answer, generation may stop there.
-        limit = 1 if request.parallel_tool_calls is False else None
-
-        def tools() -> OutputParser:
-            return fmt.parser(catalog.fresh(), limit)
+    # parallel_tool_calls false: the first call is the answer, generation may stop there.
+    limit = 1 if request.parallel_tool_calls is False else None
 
     def free(prompt: str) -> OutputParser:
         # Only an answer that starts with <think> (or a prompt that opened it) has reasoning.
-        reasoning = (
-            ThinkParser(opened=prompt.rstrip().endswith(THINK_OPEN)) if reasoning_on else None
-        )
-        tool_parser = tools() if tools is not None else None
+        opened = prompt.rstrip().endswith(THINK_OPEN)
+        reasoning = ThinkParser(opened=opened) if reasoning_on else None
+        tool_parser = fmt.parser(catalog.fresh(), limit) if catalog is not None else None
         if reasoning is None and tool_parser is None:
             return OutputParser()
         return ChainedParser(reasoning, tool_parser)
