@@ -9,19 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ov_llm_server.parsing import OutputParser, ParsedDelta, build_output_parser
+from ov_llm_server.output import OutputParser, ParsedDelta, plan_output
+from ov_llm_server.output.parsers import ToolCatalog, detect, get, names
+from ov_llm_server.output.parsers.mistral import Mistral
+from ov_llm_server.output.reasoning import ThinkParser
+from ov_llm_server.output.schema import compile_schema, validate
 from ov_llm_server.protocol import ChatCompletionRequest
-from ov_llm_server.reasoning import ThinkParser
 from ov_llm_server.registry import ModelEntry
-from ov_llm_server.tool_parsers import (
-    ForcedToolParser,
-    HermesToolParser,
-    Llama3JsonToolParser,
-    ToolCatalog,
-    detect_tool_parser,
-    forced_tool_schema,
-    schema_error,
-)
 
 WEATHER = {
     "type": "function",
@@ -38,6 +32,7 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"typ
 
 HERMES_TEMPLATE = "{% if tools %}<tools>{{ tools }}</tools> <tool_call>{% endif %}"
 LLAMA_TEMPLATE = '{"name": function name, "parameters": dict} <|python_tag|>'
+MISTRAL_TEMPLATE = "[AVAILABLE_TOOLS]{{ tools }}[/AVAILABLE_TOOLS] [TOOL_CALLS]"
 
 
 def request(**extra: Any) -> ChatCompletionRequest:
@@ -46,8 +41,32 @@ def request(**extra: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(body)
 
 
-def catalog(*tools: dict[str, Any]) -> ToolCatalog:
-    return ToolCatalog(request(tools=list(tools or [WEATHER, TIME])).tools or [])
+def catalog(*tools: dict[str, Any], new_id: Any = None) -> ToolCatalog:
+    chosen = list(tools or [WEATHER, TIME])
+    models = {t["function"]["name"]: compile_schema(t["function"]["parameters"]) for t in chosen}
+    return ToolCatalog(models, new_id=new_id)
+
+
+def hermes_parser(cat: ToolCatalog, limit: int | None = None) -> OutputParser:
+    return get("hermes").parser(cat, limit)
+
+
+def llama3_parser(cat: ToolCatalog, limit: int | None = None) -> OutputParser:
+    return get("llama3_json").parser(cat, limit)
+
+
+def json_parser(cat: ToolCatalog, limit: int | None = None) -> OutputParser:
+    return get("json").parser(cat, limit)
+
+
+def mistral_parser(cat: ToolCatalog, limit: int | None = None) -> OutputParser:
+    return Mistral.parser(cat, limit)
+
+
+def build_output_parser(
+    template: str, entry: ModelEntry | None, req: ChatCompletionRequest, *, prompt: str = ""
+) -> OutputParser:
+    return plan_output(req, template, entry).parser(prompt)
 
 
 def hermes(name: str, arguments: Any) -> str:
@@ -76,7 +95,7 @@ def split(text: str, cuts: list[int]) -> list[str]:
 
 
 def test_hermes_single_call() -> None:
-    out = run(HermesToolParser(catalog()), [hermes("get_weather", {"city": "Paris"})])
+    out = run(hermes_parser(catalog()), [hermes("get_weather", {"city": "Paris"})])
     assert calls(out) == [(0, "get_weather", {"city": "Paris"})]
     assert out.content == ""
     call = out.tool_calls[0]
@@ -86,7 +105,7 @@ def test_hermes_single_call() -> None:
 
 def test_hermes_parallel_calls_count_up_and_whitespace_between_is_not_content() -> None:
     text = hermes("get_weather", {"city": "Paris"}) + "\n" + hermes("get_time", {})
-    out = run(HermesToolParser(catalog()), [text])
+    out = run(hermes_parser(catalog()), [text])
     assert calls(out) == [(0, "get_weather", {"city": "Paris"}), (1, "get_time", {})]
     assert out.content == ""
     assert out.tool_calls[0].id != out.tool_calls[1].id
@@ -94,25 +113,25 @@ def test_hermes_parallel_calls_count_up_and_whitespace_between_is_not_content() 
 
 def test_hermes_text_before_and_after_calls_is_content() -> None:
     text = "Let me check.\n" + hermes("get_weather", {"city": "Rome"}) + "\nDone."
-    out = run(HermesToolParser(catalog()), [text])
+    out = run(hermes_parser(catalog()), [text])
     assert out.content == "Let me check.Done."
     assert calls(out) == [(0, "get_weather", {"city": "Rome"})]
 
 
 def test_hermes_plain_text_is_kept_exactly() -> None:
     text = "  Hello <tool there>\n  a < b, x <tool_ \n\n"
-    assert run(HermesToolParser(catalog()), [text]).content == text
-    assert run(HermesToolParser(catalog()), list(text)).content == text
+    assert run(hermes_parser(catalog()), [text]).content == text
+    assert run(hermes_parser(catalog()), list(text)).content == text
 
 
 def test_hermes_arguments_as_json_string_are_accepted() -> None:
     body = json.dumps({"name": "get_weather", "arguments": json.dumps({"city": "Oslo"})})
-    out = run(HermesToolParser(catalog()), [f"<tool_call>{body}</tool_call>"])
+    out = run(hermes_parser(catalog()), [f"<tool_call>{body}</tool_call>"])
     assert calls(out) == [(0, "get_weather", {"city": "Oslo"})]
 
 
 def test_hermes_holds_back_a_partial_tag() -> None:
-    parser = HermesToolParser(catalog())
+    parser = hermes_parser(catalog())
     assert parser.feed("Sure <tool_c").content == "Sure"
     assert parser.feed("all>").content == ""
     assert parser.feed('{"name": "get_time", "arguments": {}}').tool_calls == []
@@ -135,23 +154,32 @@ def test_hermes_holds_back_a_partial_tag() -> None:
 )
 def test_hermes_malformed_call_is_returned_as_content(body: str) -> None:
     text = f"Hmm <tool_call>{body}</tool_call>"
-    out = run(HermesToolParser(catalog()), [text])
+    out = run(hermes_parser(catalog()), [text])
     assert out.tool_calls == []
     assert out.content == text
 
 
 def test_hermes_unclosed_call_at_the_end() -> None:
     complete = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n'
-    out = run(HermesToolParser(catalog()), [complete])
+    out = run(hermes_parser(catalog()), [complete])
     assert calls(out) == [(0, "get_weather", {"city": "Paris"})]
     cut = '<tool_call>\n{"name": "get_weather", "argum'
-    out = run(HermesToolParser(catalog()), [cut])
+    out = run(hermes_parser(catalog()), [cut])
     assert out.tool_calls == [] and out.content == cut
+
+
+def test_hermes_closing_tag_inside_an_argument() -> None:
+    text = hermes("get_weather", {"city": "a</tool_call>b"}) + "Done."
+    out = run(hermes_parser(catalog()), [text])
+    assert calls(out) == [(0, "get_weather", {"city": "a</tool_call>b"})]
+    assert out.content == "Done."
+    for cut in range(len(text)):
+        assert calls(run(hermes_parser(catalog()), [text[:cut], text[cut:]])) == calls(out)
 
 
 def test_hermes_bad_call_between_good_ones_keeps_indices_dense() -> None:
     text = hermes("get_time", {}) + "<tool_call>{oops}</tool_call>" + hermes("get_time", {})
-    out = run(HermesToolParser(catalog()), [text])
+    out = run(hermes_parser(catalog()), [text])
     assert [c.index for c in out.tool_calls] == [0, 1]
     assert out.content == "<tool_call>{oops}</tool_call>"
 
@@ -168,7 +196,7 @@ def test_hermes_bad_call_between_good_ones_keeps_indices_dense() -> None:
     ],
 )
 def test_llama3_single_call(text: str) -> None:
-    out = run(Llama3JsonToolParser(catalog()), [text])
+    out = run(llama3_parser(catalog()), [text])
     assert calls(out) == [(0, "get_weather", {"city": "Paris"})]
     assert out.content == ""
 
@@ -178,7 +206,7 @@ def test_llama3_several_calls() -> None:
         '{"name": "get_weather", "parameters": {"city": "Paris"}}; '
         '{"name": "get_time", "parameters": {}}'
     )
-    out = run(Llama3JsonToolParser(catalog()), [text])
+    out = run(llama3_parser(catalog()), [text])
     assert calls(out) == [(0, "get_weather", {"city": "Paris"}), (1, "get_time", {})]
 
 
@@ -193,13 +221,13 @@ def test_llama3_several_calls() -> None:
     ],
 )
 def test_llama3_non_calls_are_content(text: str) -> None:
-    out = run(Llama3JsonToolParser(catalog()), [text])
+    out = run(llama3_parser(catalog()), [text])
     assert out.tool_calls == []
     assert out.content == text
 
 
 def test_llama3_plain_text_streams_without_waiting() -> None:
-    parser = Llama3JsonToolParser(catalog())
+    parser = llama3_parser(catalog())
     assert parser.feed("Hel").content == "Hel"
     assert parser.feed("lo").content == "lo"
 
@@ -208,40 +236,17 @@ def test_llama3_plain_text_streams_without_waiting() -> None:
 
 
 def test_forced_output_object_and_list() -> None:
-    out = run(ForcedToolParser(catalog()), ['{"name": "get_time", "arguments": {}}'])
+    out = run(json_parser(catalog()), ['{"name": "get_time", "arguments": {}}'])
     assert calls(out) == [(0, "get_time", {})]
     text = json.dumps([{"name": "get_time", "arguments": {}}] * 2)
-    out = run(ForcedToolParser(catalog()), [text])
+    out = run(json_parser(catalog()), [text])
     assert calls(out) == [(0, "get_time", {}), (1, "get_time", {})]
 
 
 def test_forced_output_cut_off_is_content() -> None:
     text = '{"name": "get_weather", "arguments": {"city": "Par'
-    out = run(ForcedToolParser(catalog()), [text])
+    out = run(json_parser(catalog()), [text])
     assert out.tool_calls == [] and out.content == text
-
-
-def test_forced_tool_schema_shapes() -> None:
-    assert forced_tool_schema(request(tools=[WEATHER])) is None
-    assert forced_tool_schema(request(tools=[WEATHER], tool_choice="auto")) is None
-    assert forced_tool_schema(request(tool_choice="required")) is None
-    named = forced_tool_schema(
-        request(
-            tools=[WEATHER, TIME],
-            tool_choice={"type": "function", "function": {"name": "get_time"}},
-        )
-    )
-    assert named is not None
-    assert named["properties"]["name"] == {"type": "string", "enum": ["get_time"]}
-    several = request(tools=[WEATHER, TIME], tool_choice="required", parallel_tool_calls=True)
-    required = forced_tool_schema(several)
-    assert required is not None and required["type"] == "array" and required["minItems"] == 1
-    assert len(required["items"]["anyOf"]) == 2
-    # One call unless parallel calls were asked for explicitly.
-    for extra in ({}, {"parallel_tool_calls": False}):
-        single = forced_tool_schema(request(tools=[WEATHER], tool_choice="required", **extra))
-        assert single is not None and single["type"] == "object"
-    assert single["properties"]["arguments"] == WEATHER["function"]["parameters"]  # type: ignore[index]
 
 
 # ---------------------------------------------------------------- schema checks
@@ -260,25 +265,34 @@ def test_forced_tool_schema_shapes() -> None:
     ],
 )
 def test_schema_error(value: Any, ok: bool) -> None:
-    schema = WEATHER["function"]["parameters"]  # type: ignore[index]
-    assert (schema_error(value, schema) is None) is ok
+    model = compile_schema(WEATHER["function"]["parameters"])  # type: ignore[index]
+    assert (validate(model, value) is None) is ok
 
 
 def test_schema_error_keywords() -> None:
+    def error(value: Any, schema: Any) -> str | None:
+        return validate(compile_schema(schema), value)
+
     strict = {
         "type": "object",
         "properties": {"a": {"enum": [1, 2]}},
         "additionalProperties": False,
     }
-    assert schema_error({"a": 1}, strict) is None
-    assert schema_error({"a": 3}, strict) is not None
-    assert schema_error({"a": 1, "b": 2}, strict) is not None
+    assert error({"a": 1}, strict) is None
+    assert error({"a": 3}, strict) is not None
+    assert error({"a": 1, "b": 2}, strict) is not None
     listy = {"type": "array", "items": {"type": ["string", "null"]}}
-    assert schema_error(["x", None], listy) is None
-    assert schema_error(["x", 1], listy) is not None
-    assert schema_error({"x": 1}, {"anyOf": [{"type": "string"}, {"type": "object"}]}) is None
-    assert schema_error(1, {"oneOf": [{"type": "string"}, {"type": "object"}]}) is not None
-    assert schema_error({"x": 1}, {"type": "object", "x-unknown-keyword": 5}) is None
+    assert error(["x", None], listy) is None
+    assert error(["x", 1], listy) is not None
+    assert error({"x": 1}, {"anyOf": [{"type": "string"}, {"type": "object"}]}) is None
+    assert error(1, {"oneOf": [{"type": "string"}, {"type": "object"}]}) is not None
+    assert error({"x": 1}, {"type": "object", "x-unknown-keyword": 5}) is None
+    refs = {
+        "$defs": {"c": {"type": "string"}},
+        "type": "object",
+        "properties": {"c": {"$ref": "#/$defs/c"}},
+    }
+    assert error({"c": "x"}, refs) is None and error({"c": 1}, refs) is not None
 
 
 # ---------------------------------------------------------------- reasoning
@@ -317,8 +331,12 @@ def test_think_streams_reasoning_and_holds_a_partial_close_tag() -> None:
 
 
 def test_factory_detects_formats() -> None:
-    assert detect_tool_parser(HERMES_TEMPLATE) == "hermes"
-    assert detect_tool_parser(LLAMA_TEMPLATE) == "llama3_json"
+    assert detect(HERMES_TEMPLATE) == "hermes"
+    assert detect(LLAMA_TEMPLATE) == "llama3_json"
+    assert detect(MISTRAL_TEMPLATE) == "mistral"
+    assert detect(MISTRAL_TEMPLATE + "[ARGS]") == "mistral_v11"
+    assert detect("{{ messages }}") is None  # read as hermes, forced as plain JSON
+    assert set(names()) >= {"hermes", "llama3_json", "mistral", "mistral_v11", "json"}
     text = '{"name": "get_time", "parameters": {}}'
     out = run(build_output_parser(LLAMA_TEMPLATE, None, request(tools=[TIME])), [text])
     assert calls(out) == [(0, "get_time", {})]
@@ -471,3 +489,150 @@ def test_llama3_calls_after_thinking_survive_any_split(
     assert out.content == ""
     assert [json.loads(c.arguments)["city"] for c in out.tool_calls] == cities
     assert [c.index for c in out.tool_calls] == list(range(len(cities)))
+
+
+# ---------------------------------------------------------------- mistral
+
+
+def mistral_list(*cities: str) -> str:
+    return "[TOOL_CALLS]" + json.dumps(
+        [{"name": "get_weather", "arguments": {"city": c}} for c in cities]
+    )
+
+
+def mistral_v11(*cities: str) -> str:
+    return "".join(f"[TOOL_CALLS]get_weather[ARGS]{json.dumps({'city': c})}" for c in cities)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        mistral_list("Paris", "Rome"),
+        mistral_v11("Paris", "Rome"),
+        # An engine that skips special tokens hands over the list without the marker.
+        json.dumps([{"name": "get_weather", "arguments": {"city": c}} for c in ("Paris", "Rome")]),
+        "[TOOL_CALLS]get_weather[ARGS]" + json.dumps({"city": "Paris"}) + mistral_v11("Rome"),
+    ],
+    ids=["list", "v11", "no-marker", "v11-mixed"],
+)
+def test_mistral_calls(text: str) -> None:
+    out = run(mistral_parser(catalog(new_id=Mistral.new_id)), [text])
+    assert calls(out) == [
+        (0, "get_weather", {"city": "Paris"}),
+        (1, "get_weather", {"city": "Rome"}),
+    ]
+    assert out.content == ""
+    # Mistral's templates refuse any other call id.
+    assert all(len(c.id) == 9 and c.id.isalnum() for c in out.tool_calls)
+
+
+def test_mistral_text_before_the_marker_is_content() -> None:
+    parser = mistral_parser(catalog())
+    assert parser.feed("Let me look. [TOOL_").content == "Let me look. "
+    out = run(parser, ['CALLS][{"name": "get_time", "arguments": {}}]'])
+    assert calls(out) == [(0, "get_time", {})]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[TOOL_CALLS]",
+        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Par',
+        '[TOOL_CALLS][{"name": "launch", "arguments": {}}]',
+        "[TOOL_CALLS]get_weather[ARGS]{broken",
+        "[TOOL_CALLS]get_weather{}",
+        "[1, 2, 3]",
+        "Plain [text] with [brackets",
+    ],
+)
+def test_mistral_malformed_is_content(text: str) -> None:
+    out = run(mistral_parser(catalog()), [text])
+    assert out.tool_calls == [] and out.content == text
+
+
+def _mistral_answer(pieces: list[tuple[str, str]], v11: bool) -> str:
+    parts = []
+    for kind, value in pieces:
+        if kind == "text":
+            parts.append(value)
+        else:
+            parts.append(mistral_v11(value) if v11 else mistral_list(value))
+    return "".join(parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lead=st.text(alphabet="ab [TOLCS_]\n", max_size=12),
+    cities=st.lists(st.text(alphabet='PRxyz é"\\', min_size=1, max_size=6), max_size=3),
+    v11=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_mistral_any_split_gives_the_same_result_as_the_whole(
+    lead: str, cities: list[str], v11: bool, cuts: list[int]
+) -> None:
+    text = lead + _mistral_answer([("call", c) for c in cities], v11)
+    whole = run(mistral_parser(catalog()), [text])
+    streamed = run(mistral_parser(catalog()), split(text, cuts))
+    assert streamed.content == whole.content
+    assert [(c.index, c.name, c.arguments) for c in streamed.tool_calls] == [
+        (c.index, c.name, c.arguments) for c in whole.tool_calls
+    ]
+    if "[TOOL_CALLS]" not in lead and "[{" not in lead.lstrip()[:2] and cities:
+        assert [json.loads(c.arguments)["city"] for c in whole.tool_calls] == cities
+        assert whole.content == lead
+
+
+# ---------------------------------------------------------------- parallel_tool_calls: false
+
+
+def test_one_call_only_and_done_when_parallel_calls_are_off() -> None:
+    text = hermes("get_weather", {"city": "Paris"}) + "\n" + hermes("get_weather", {"city": "Rome"})
+    single = request(tools=[WEATHER], tool_choice="auto", parallel_tool_calls=False)
+    parser = build_output_parser(HERMES_TEMPLATE, None, single)
+    first = parser.feed(text[: len(text) // 2 + 5])
+    assert calls(first) == [(0, "get_weather", {"city": "Paris"})]
+    assert parser.done  # the server may stop generating here
+    rest = parser.feed(text[len(text) // 2 + 5 :])
+    rest.merge(parser.finish())
+    assert not rest  # nothing after the first call is kept
+    both = run(build_output_parser(HERMES_TEMPLATE, None, request(tools=[WEATHER])), [text])
+    assert len(both.tool_calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("template", "text"),
+    [
+        (
+            LLAMA_TEMPLATE,
+            '{"name": "get_time", "parameters": {}}; {"name": "get_time", "parameters": {}}',
+        ),
+        (MISTRAL_TEMPLATE, mistral_list("Paris", "Rome")),
+    ],
+)
+def test_one_call_only_in_the_whole_answer_formats(template: str, text: str) -> None:
+    single = request(tools=[WEATHER, TIME], tool_choice="auto", parallel_tool_calls=False)
+    parser = build_output_parser(template, None, single)
+    out = run(parser, [text])
+    assert len(out.tool_calls) == 1 and parser.done
+
+
+# ---------------------------------------------------------------- forced calls, cut short
+
+
+@pytest.mark.parametrize(
+    "template", [HERMES_TEMPLATE, LLAMA_TEMPLATE, MISTRAL_TEMPLATE, MISTRAL_TEMPLATE + "[ARGS]"]
+)
+def test_a_forced_call_cut_by_the_budget_is_closed_into_a_valid_call(template: str) -> None:
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    plan = plan_output(request(tools=[WEATHER], tool_choice=choice), template, None)
+    shortest = build_output_parser(template, None, request(tools=[WEATHER], tool_choice=choice))
+    whole = {
+        HERMES_TEMPLATE: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Par',
+        LLAMA_TEMPLATE: '{"name": "get_weather", "parameters": {"city": "Par',
+        MISTRAL_TEMPLATE: '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Par',
+        MISTRAL_TEMPLATE + "[ARGS]": '[TOOL_CALLS]get_weather[ARGS]{"city": "Par',
+    }[template]
+    for parser in (plan.parser(""), shortest):
+        out = run(parser, [whole[:10], whole[10:]])
+        assert calls(out) == [(0, "get_weather", {"city": "Par"})], out
+        assert out.content == ""

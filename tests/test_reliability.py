@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from live_server import LiveServer, write_registry
 from ov_llm_server import serving
 from ov_llm_server.app import create_app
+from ov_llm_server.output import OutputParser
 from ov_llm_server.settings import Settings
 from tiny_model import DIALOGUES
 
@@ -167,14 +169,16 @@ def test_a_server_error_inside_a_stream_is_an_error_event_then_done(
 ) -> None:
     # A parser that raises stands for any bug on the HTTP side of a stream: the client must
     # get an error event and [DONE], and the log must say 500, not 499.
-    class Broken:
+    class Broken(OutputParser):
         def feed(self, text: str) -> Any:
             raise RuntimeError("parser bug")
 
-        def finish(self) -> Any:
-            raise RuntimeError("parser bug")
+    real_plan = serving.plan_output
 
-    monkeypatch.setattr(serving, "build_output_parser", lambda *a, **k: Broken())
+    def broken_plan(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real_plan(*args, **kwargs), _make_parser=lambda _: Broken())
+
+    monkeypatch.setattr(serving, "plan_output", broken_plan)
     registry = tmp_path / "registry.json"
     write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
     with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:

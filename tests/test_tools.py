@@ -7,10 +7,15 @@ import json
 from typing import Any
 
 import httpx
+import jsonschema
 import openai
+import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from live_server import LiveServer
+from schema_strategies import SCHEMAS
 from tiny_model import DIALOGUES, TOOLS
 
 MODEL = "tiny-int8"
@@ -91,6 +96,35 @@ def test_tool_call(client: openai.OpenAI) -> None:
     assert call.id.startswith("call_")
     assert call.function.name == "get_weather"
     assert call.function.arguments == WEATHER_ARGS
+
+
+def test_a_reply_of_tool_calls_only_sends_content_null(server: LiveServer) -> None:
+    response = httpx.post(f"{server.v1}/chat/completions", json=body("D_TOOL"), timeout=60)
+    message = response.json()["choices"][0]["message"]
+    assert "content" in message and message["content"] is None
+    assert message["tool_calls"][0]["function"]["name"] == "get_weather"
+    events = sse(server, body("D_TOOL"))
+    first_call = next(
+        e for e in events if e["choices"] and e["choices"][0]["delta"].get("tool_calls")
+    )
+    assert first_call["choices"][0]["delta"]["content"] is None
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call_and_stops(
+    server: LiveServer, client: openai.OpenAI
+) -> None:
+    # Unconstrained, the model answers D_PARALLEL with two calls.
+    response = client.chat.completions.create(**body("D_PARALLEL", parallel_tool_calls=False))
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [c.function.arguments for c in choice.message.tool_calls or []] == ['{"city": "Paris"}']
+    # Generation stopped at the first call: fewer tokens than the whole memorised answer.
+    whole = client.chat.completions.create(**body("D_PARALLEL"))
+    assert response.usage is not None and whole.usage is not None
+    assert response.usage.completion_tokens < whole.usage.completion_tokens
+    events = sse(server, body("D_PARALLEL", parallel_tool_calls=False))
+    assert [c["arguments"] for c in streamed_calls(events).values()] == ['{"city": "Paris"}']
+    assert finish_reason(events) == "tool_calls"
 
 
 def test_tool_call_streamed(server: LiveServer, client: openai.OpenAI) -> None:
@@ -317,8 +351,23 @@ def test_response_format_json_object_starts_an_object(client: openai.OpenAI) -> 
             ],
             "tool_choice": "required",
         },
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}},
+            }
+        },
+        {"response_format": {"type": "json_object"}, "max_tokens": 1},
     ],
-    ids=["unknown-function", "required-without-tools", "schema-missing", "bad-ref", "bad-tool"],
+    ids=[
+        "unknown-function",
+        "required-without-tools",
+        "schema-missing",
+        "bad-ref",
+        "bad-tool",
+        "unenforceable-keyword",
+        "budget-too-small",
+    ],
 )
 def test_impossible_requests_are_400(server: LiveServer, extra: dict[str, Any]) -> None:
     request = {k: v for k, v in {**body("D_TOOL"), **extra}.items() if v is not None}
@@ -326,7 +375,7 @@ def test_impossible_requests_are_400(server: LiveServer, extra: dict[str, Any]) 
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
-    assert error["param"] in ("tool_choice", "response_format", "tools")
+    assert error["param"] in ("tool_choice", "response_format", "tools", "max_tokens")
     # Refused before the engine saw it: the model still answers.
     after = httpx.post(f"{server.v1}/chat/completions", json=body("D_HELLO"), timeout=60)
     assert after.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
@@ -391,3 +440,167 @@ def test_constrained_and_free_requests_share_a_batch(client: openai.OpenAI) -> N
         else:
             name = "D_STORY" if job["messages"][0]["content"] == "Tell me a story" else "D_COUNT"
             assert message.content == DIALOGUES[name]["answer"]
+
+
+# ---------------------------------------------------------------- valid by construction
+
+
+def _reference_valid(schema: Any, value: Any) -> bool:
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    return jsonschema.Draft202012Validator(schema, format_checker=checker).is_valid(value)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    schema=SCHEMAS,
+    max_tokens=st.integers(4, 40),
+    stream=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_constrained_output_always_validates(
+    server: LiveServer, schema: Any, max_tokens: int, stream: bool, seed: int
+) -> None:
+    """Generated schemas, decoded at a high temperature in a small budget: always a valid answer."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    request = body(
+        "D_STORY", response_format=fmt, max_tokens=max_tokens, temperature=1.8, seed=seed
+    )
+    if not stream:
+        response = httpx.post(f"{server.v1}/chat/completions", json=request, timeout=120)
+        if response.status_code == 400:  # refused up front: a keyword or the budget
+            assert response.json()["error"]["param"] in ("response_format", "max_tokens")
+            return
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        content, reason = choice["message"]["content"], choice["finish_reason"]
+    else:
+        with httpx.stream(
+            "POST", f"{server.v1}/chat/completions", json={**request, "stream": True}, timeout=120
+        ) as r:
+            if r.status_code == 400:
+                return
+            lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        events = [json.loads(line) for line in lines[:-1]]
+        content = joined(events, "content")
+        reason = finish_reason(events)
+    assert reason == "stop", (reason, content)
+    assert _reference_valid(schema, json.loads(content)), content
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    parameters=SCHEMAS.filter(lambda s: isinstance(s, dict) and s.get("type") == "object"),
+    max_tokens=st.integers(20, 60),
+    seed=st.integers(0, 2**31),
+)
+def test_forced_calls_always_validate(
+    server: LiveServer, parameters: Any, max_tokens: int, seed: int
+) -> None:
+    tool = {"type": "function", "function": {"name": "record", "parameters": parameters}}
+    choice = {"type": "function", "function": {"name": "record"}}
+    request = body(
+        "D_HELLO",
+        tools=[tool],
+        tool_choice=choice,
+        max_tokens=max_tokens,
+        temperature=1.8,
+        seed=seed,
+    )
+    response = httpx.post(f"{server.v1}/chat/completions", json=request, timeout=120)
+    if response.status_code == 400:
+        assert response.json()["error"]["param"] in ("tools", "max_tokens")
+        return
+    choice_ = response.json()["choices"][0]
+    assert choice_["finish_reason"] == "tool_calls", choice_
+    (call,) = choice_["message"]["tool_calls"]
+    assert _reference_valid(parameters, json.loads(call["function"]["arguments"]))
+
+
+# ---------------------------------------------------------------- real clients, tight budgets
+
+
+class City(pydantic.BaseModel):
+    name: str
+    country: str
+    population: int
+    capital: bool
+
+
+class WeatherQuery(pydantic.BaseModel):
+    city: str
+
+
+@pytest.fixture(scope="module")
+def smol(smol_server: LiveServer) -> tuple[openai.OpenAI, str]:
+    smol = openai.OpenAI(base_url=smol_server.v1, api_key="unused", max_retries=0)
+    return smol, smol.models.list().data[0].id
+
+
+PARIS = [{"role": "user", "content": "Describe Paris as JSON."}]
+
+
+def test_sdk_parse_returns_a_validated_object_at_a_tight_budget(
+    smol: tuple[openai.OpenAI, str],
+) -> None:
+    client, model = smol
+    completion = client.chat.completions.parse(
+        model=model,
+        messages=PARIS,
+        response_format=City,
+        max_tokens=24,  # type: ignore[arg-type]
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert isinstance(completion.choices[0].message.parsed, City)
+    with client.chat.completions.stream(
+        model=model,
+        messages=PARIS,
+        response_format=City,
+        max_tokens=24,  # type: ignore[arg-type]
+    ) as stream:
+        final = stream.get_final_completion()
+    assert isinstance(final.choices[0].message.parsed, City)
+
+
+@pytest.mark.parametrize("choice", ["required", "named"])
+def test_sdk_forced_tool_call_at_a_tight_budget(
+    smol: tuple[openai.OpenAI, str], choice: str
+) -> None:
+    client, model = smol
+    tool = openai.pydantic_function_tool(WeatherQuery, name="get_weather")
+    tool_choice: Any = (
+        "required"
+        if choice == "required"
+        else {"type": "function", "function": {"name": "get_weather"}}
+    )
+    question = [{"role": "user", "content": "What is the weather like in Paris?"}]
+    completion = client.chat.completions.parse(
+        model=model,
+        messages=question,
+        tools=[tool],
+        tool_choice=tool_choice,
+        max_tokens=24,  # type: ignore[arg-type]
+    )
+    message = completion.choices[0].message
+    assert completion.choices[0].finish_reason == "tool_calls"
+    assert message.tool_calls and isinstance(
+        message.tool_calls[0].function.parsed_arguments, WeatherQuery
+    )
+    with client.chat.completions.stream(
+        model=model,
+        messages=question,
+        tools=[tool],
+        tool_choice=tool_choice,
+        max_tokens=24,  # type: ignore[arg-type]
+    ) as stream:
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert len(calls) == 1 and isinstance(calls[0].function.parsed_arguments, WeatherQuery)

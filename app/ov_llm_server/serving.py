@@ -26,7 +26,7 @@ from .engine.client import EngineGone, RequestStream
 from .engine.messages import Output, SamplingParams
 from .metrics import Metrics
 from .model_manager import Lease, LoadedModel, ModelManager
-from .parsing import OutputParser, ParsedDelta, build_output_parser
+from .output import OutputParser, ParsedDelta, plan_output
 from .protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -40,7 +40,6 @@ from .protocol import (
     now,
 )
 from .settings import Settings
-from .structured import build_grammar, check_tool_choice
 
 log = logging.getLogger("ov_llm_server.requests")
 
@@ -182,7 +181,6 @@ class ChatService:
                             "this server takes text only",
                             param=f"messages.{i}.content",
                         )
-        check_tool_choice(body)
         requested = body.requested_max_tokens()
         if requested is not None and requested > self.settings.max_tokens_limit:
             raise errors.bad_request(
@@ -195,27 +193,23 @@ class ChatService:
         self, body: ChatCompletionRequest, model: LoadedModel, call: _Call
     ) -> tuple[RequestStream, OutputParser]:
         engine = model.engine
-        # A schema that cannot be enforced is refused before the engine sees anything.
-        grammar = build_grammar(body, engine.chat_template, model.entry)
+        # What the model must produce, and every refusal of it, before the engine sees anything.
+        plan = plan_output(body, engine.chat_template, model.entry)
         messages = [_template_message(m) for m in body.messages]
-        tools = None
-        if body.tools and body.tool_choice != "none":
-            tools = [tool.model_dump(exclude_none=True) for tool in body.tools]
         max_new = body.requested_max_tokens() or self.settings.default_max_tokens
+        params = _sampling(body, max_new, plan.grammar, plan.shortest_answer)
         try:
-            stream = engine.submit(messages, tools, _sampling(body, max_new, grammar))
+            stream = engine.submit(messages, plan.template_tools, params)
             accepted = await stream.accepted()
         except EngineGone as exc:
             raise _failure(exc, model.name) from exc
-        if accepted.finish is not None:  # refused: the template, the context, GenAI itself
+        if accepted.finish is not None:  # refused: the template, the budget, GenAI itself
             if accepted.code is not None:
-                raise errors.bad_request(str(accepted.error), param="messages", code=accepted.code)
+                param = "max_tokens" if accepted.code == "max_tokens_too_small" else "messages"
+                raise errors.bad_request(str(accepted.error), param=param, code=accepted.code)
             raise errors.engine_error(f"Generation failed: {accepted.error}")
         call.prompt_tokens = accepted.prompt_tokens or 0
-        parser = build_output_parser(
-            engine.chat_template, model.entry, body, prompt=accepted.prompt_tail
-        )
-        return stream, parser
+        return stream, plan.parser(accepted.prompt_tail or "")
 
     # ------------------------------------------------------------ non-streaming
 
@@ -237,7 +231,7 @@ class ChatService:
         if failure is not None:
             call.status = failure.status
             raise failure
-        finish = "tool_calls" if parsed.tool_calls else call.finish_reason
+        finish = _finish_reason(parsed.tool_calls, parser, call)
         message = ResponseMessage(
             content=parsed.content if (parsed.content or not parsed.tool_calls) else None,
             reasoning_content=parsed.reasoning or None,
@@ -257,7 +251,10 @@ class ChatService:
             usage=call.usage(),
         )
         call.finish_reason = finish
-        return JSONResponse(completion.model_dump(exclude_none=True))
+        answer = completion.model_dump(exclude_none=True)
+        # OpenAI sends content null (not nothing) beside tool calls; clients read it.
+        answer["choices"][0]["message"].setdefault("content", None)
+        return JSONResponse(answer)
 
     async def _drain(
         self, stream: RequestStream, parser: OutputParser, call: _Call
@@ -267,8 +264,10 @@ class ChatService:
             async for output in stream:
                 self._track(call, output)
                 parsed.merge(parser.feed(output.text))
-                if output.finish is not None and (failure := _finish_failure(output, call)):
+                if output.finish is not None and (failure := _finish_failure(output, stream, call)):
                     return parsed, failure
+                if parser.done:
+                    stream.cancel()  # the answer is complete: the rest would be thrown away
         except (EngineGone, DeadlinePassed) as exc:
             return parsed, _failure(exc, call.model, self.settings)
         parsed.merge(parser.finish())
@@ -300,17 +299,19 @@ class ChatService:
                 self._track(call, output)
                 parsed = parser.feed(output.text)
                 if output.finish is not None:
-                    failure = _finish_failure(output, call)
+                    failure = _finish_failure(output, stream, call)
                     if failure is not None:
                         call.status = failure.status
                         yield failure.sse().decode()
                         yield "data: [DONE]\n\n"
                         return
                     parsed.merge(parser.finish())
+                elif parser.done:
+                    stream.cancel()  # the answer is complete: the rest would be thrown away
                 for piece in _delta_dicts(parsed):
                     yield chunk(piece)
                 tool_calls += len(parsed.tool_calls)
-            finish = "tool_calls" if tool_calls else call.finish_reason
+            finish = _finish_reason(tool_calls, parser, call)
             call.finish_reason = finish
             yield chunk({}, finish)
             if include_usage:
@@ -400,13 +401,12 @@ class ChatService:
         )
 
 
-def _finish_failure(output: Output, call: _Call) -> errors.APIError | None:
+def _finish_failure(output: Output, stream: RequestStream, call: _Call) -> errors.APIError | None:
     """The error a finished engine output stands for, if it is not a normal finish."""
     if output.finish == "error":
         return errors.engine_error(f"Generation failed: {output.error}")
-    if output.finish == "cancelled":
-        # Not asked for by this request (a client that left is not waiting for an answer):
-        # the model was stopped under it, at shutdown.
+    if output.finish == "cancelled" and not stream.cancelled:
+        # Not asked for by this request: the model was stopped under it, at shutdown.
         return errors.unavailable(
             f"Model '{call.model}' stopped while answering (the server is shutting down)",
             code="shutting_down",
@@ -454,11 +454,14 @@ def _arguments_object(arguments: str | dict[str, Any]) -> Any:
 
 
 def _sampling(
-    body: ChatCompletionRequest, max_new_tokens: int, grammar: str | None
+    body: ChatCompletionRequest,
+    max_new_tokens: int,
+    grammar: str | None,
+    shortest_answer: str | None,
 ) -> SamplingParams:
     return SamplingParams(
         max_new_tokens=max_new_tokens,
-        strict_budget=grammar is not None,
+        shortest_answer=shortest_answer,
         temperature=body.temperature,
         top_p=body.top_p,
         top_k=body.top_k,
@@ -473,6 +476,13 @@ def _sampling(
     )
 
 
+def _finish_reason(tool_calls: Any, parser: OutputParser, call: _Call) -> str:
+    if tool_calls:
+        return "tool_calls"
+    # A parser that is done holds a whole answer (a schema document closed within the budget).
+    return "stop" if parser.done else call.finish_reason
+
+
 def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if parsed.reasoning:
@@ -483,6 +493,7 @@ def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
         index = call.index
         out.append(
             {
+                "content": None,
                 "tool_calls": [
                     {
                         "index": index,
@@ -490,7 +501,7 @@ def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
                         "type": "function",
                         "function": {"name": call.name, "arguments": ""},
                     }
-                ]
+                ],
             }
         )
         out.append({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})

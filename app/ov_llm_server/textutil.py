@@ -15,6 +15,11 @@ def partial_suffix(text: str, tag: str) -> int:
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message (GenAI's messages run over many lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """An exception's message on one line. OpenVINO's start with the source location
+    ("Exception from src/.../core.cpp:117:"); the message proper is their last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Exception from") and len(lines) > 1:
+        return lines[-1]
+    return lines[0]

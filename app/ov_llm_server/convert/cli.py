@@ -28,7 +28,6 @@ from ov_llm_server.convert.export import (
     ExportOptions,
     MissingExtraError,
     WeightFormat,
-    one_line,
 )
 from ov_llm_server.convert.workflow import (
     Layout,
@@ -44,6 +43,7 @@ from ov_llm_server.convert.workflow import (
 )
 from ov_llm_server.registry import resolve_model_path
 from ov_llm_server.settings import Settings
+from ov_llm_server.textutil import one_line
 
 log = logging.getLogger("ov_llm_server.convert")
 

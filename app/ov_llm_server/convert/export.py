@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ov_llm_server.textutil import one_line
+
 log = logging.getLogger(__name__)
 
 WeightFormat = Literal["int8", "fp16", "int4"]
@@ -40,16 +42,6 @@ class ConversionError(Exception):
 
 class MissingExtraError(ConversionError):
     """The ``convert`` extra (optimum-intel and friends) is not installed."""
-
-
-def one_line(exc: BaseException) -> str:
-    """The informative line of a possibly multi-line error (OpenVINO puts it last)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    if lines[0].startswith("Exception from") and len(lines) > 1:
-        return lines[-1]
-    return lines[0]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from ov_llm_server.convert.export import (
     export_gguf,
     export_model,
     missing_files,
-    one_line,
     options_record,
 )
 from ov_llm_server.convert.record import (
@@ -49,6 +48,7 @@ from ov_llm_server.registry import (
     update_registry,
 )
 from ov_llm_server.settings import Settings
+from ov_llm_server.textutil import one_line
 
 log = logging.getLogger(__name__)
 

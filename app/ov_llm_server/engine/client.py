@@ -67,6 +67,7 @@ class RequestStream:
         self.rid = rid
         self._queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
         self.done = False
+        self.cancelled = False  # asked by this side: its "cancelled" finish is no failure
 
     def _put(self, item: Output | BaseException) -> None:
         self._queue.put_nowait(item)
@@ -92,7 +93,8 @@ class RequestStream:
 
     def cancel(self) -> None:
         """Stop generating (the client left, or the answer is complete); safe to repeat."""
-        if not self.done:
+        if not self.done and not self.cancelled:
+            self.cancelled = True
             self.engine.cancel(self.rid)
 
     def abort(self, exc: BaseException) -> None:

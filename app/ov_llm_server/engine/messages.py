@@ -47,10 +47,10 @@ class EngineSpec(msgspec.Struct, frozen=True):
 class SamplingParams(msgspec.Struct, frozen=True):
     """One request's generation settings; the engine maps them onto a GenerationConfig."""
 
-    # Clamped to the room the prompt leaves in the context, unless the budget is strict
-    # (a grammar sized to it): then a prompt that leaves less room is refused.
+    # Clamped to the room the prompt leaves in the context.
     max_new_tokens: int
-    strict_budget: bool = False
+    # With a grammar: its shortest answer, which (with the end token) must fit the budget.
+    shortest_answer: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
@@ -115,7 +115,8 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
     tokens: int  # completion tokens so far
     finish: EngineFinish | None = None
     error: str | None = None
-    code: str | None = None  # why a request was refused: template_error, context_length_exceeded
+    # Why a request was refused: template_error, context_length_exceeded, max_tokens_too_small.
+    code: str | None = None
     prompt_tokens: int | None = None
     prompt_tail: str | None = None
 

@@ -192,7 +192,7 @@ class Supervisor:
             try:
                 await engine.start(self._load_timeout)
             except LoadError as exc:
-                errors.append(f"on {config.device}: {exc}" if len(self._configs) > 1 else str(exc))
+                errors.append(f"on {config.device}: {exc}")
                 if config is not self._configs[-1]:
                     log.warning(
                         "model %s failed on %s (%s); retrying on fallback device %s",

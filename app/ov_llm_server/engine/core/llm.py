@@ -66,7 +66,7 @@ class LlmRunner:
             faults.check("add")
             prompt, ids = self._prompt(request)
             params = request.params
-            max_new = self._budget(len(ids), params.max_new_tokens, params.strict_budget)
+            max_new = self._budget(len(ids), params.max_new_tokens, params.shortest_answer)
             config = generation_config(params, self._defaults, max_new)
             tensor = ov.Tensor(np.array([ids], dtype=np.int64))
             handle = self._pipe.add_request(request.rid, tensor, config)
@@ -97,22 +97,34 @@ class LlmRunner:
                 f"The model's chat template cannot render these messages: {one_line(exc)}",
             ) from exc
         # The chat template already places BOS where the model wants it.
-        ids = self._tokenizer.encode(prompt, add_special_tokens=False).input_ids.data[0]
-        return prompt, list(ids.tolist())
+        return prompt, self._encode(prompt)
 
-    def _budget(self, prompt_tokens: int, wanted: int, strict: bool) -> int:
+    def _budget(self, prompt_tokens: int, wanted: int, shortest_answer: str | None) -> int:
         """The new tokens a request may generate: what it asked for, within the context."""
-        if self.context_length is None:
-            return wanted
-        room = self.context_length - prompt_tokens
-        if room <= 0 or (strict and room < wanted):
-            needs = f" plus {wanted} for the answer" if strict else ""
-            raise RequestRefused(
-                "context_length_exceeded",
-                f"This model's maximum context length is {self.context_length} tokens; "
-                f"the messages take {prompt_tokens}{needs}",
-            )
-        return min(wanted, room)
+        budget = wanted
+        if self.context_length is not None:
+            room = self.context_length - prompt_tokens
+            if room <= 0:
+                raise RequestRefused(
+                    "context_length_exceeded",
+                    f"This model's maximum context length is {self.context_length} tokens; "
+                    f"the messages take {prompt_tokens}",
+                )
+            budget = min(wanted, room)
+        if shortest_answer is not None:
+            needed = len(self._encode(shortest_answer)) + 1  # and the end token
+            if needed > budget:
+                what = f"max_tokens {wanted}" if budget == wanted else f"the {budget} tokens left"
+                raise RequestRefused(
+                    "max_tokens_too_small",
+                    f"{what} is too small: the shortest answer that fits the schema takes "
+                    f"{needed} tokens",
+                )
+        return budget
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self._tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
+        return list(ids.tolist())
 
     def cancel(self, rid: int) -> Output | None:
         request = self._active.pop(rid, None)

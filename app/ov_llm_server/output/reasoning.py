@@ -6,8 +6,8 @@ that already opened ``<think>`` in the prompt starts the parser inside the block
 
 from __future__ import annotations
 
-from .parsing import OutputParser, ParsedDelta
-from .textutil import partial_suffix
+from ..textutil import partial_suffix
+from .deltas import OutputParser, ParsedDelta
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

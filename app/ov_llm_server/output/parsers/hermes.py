@@ -1,0 +1,152 @@
+"""Hermes / Qwen: ``<tool_call>{"name": …, "arguments": {…}}</tool_call>``, text around allowed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from ...textutil import partial_suffix
+from ..deltas import OutputParser, ParsedDelta
+from ..terms import Lit, Rep, Term, alt, seq
+from .base import ToolCatalog, ToolFormat
+from .registry import register
+
+OPEN = "<tool_call>"
+CLOSE = "</tool_call>"
+
+
+@register("hermes")
+class Hermes(ToolFormat):
+    priority = 10
+
+    @classmethod
+    def detects(cls, chat_template: str) -> bool:
+        return OPEN in chat_template
+
+    @classmethod
+    def parser(cls, catalog: ToolCatalog, limit: int | None) -> OutputParser:
+        return HermesParser(catalog, limit)
+
+    @classmethod
+    def forced(cls, calls: Sequence[tuple[str, Term]], several: bool) -> Term:
+        one = seq(
+            Lit(OPEN + "\n"), alt(*(cls.call_term(n, a) for n, a in calls)), Lit("\n" + CLOSE)
+        )
+        return Rep(one, 1, None, Lit("\n")) if several else one
+
+
+class HermesParser(OutputParser):
+    def __init__(self, catalog: ToolCatalog, limit: int | None) -> None:
+        self._catalog = catalog
+        self._limit = limit
+        self._buf = ""
+        self._in_call = False
+        # Whitespace next to calls is formatting, not content: trailing whitespace is held
+        # until it is clear whether a call follows, and whitespace right after a call is dropped.
+        self._held_space = ""
+        self._after_call = False
+        self._calls = 0
+        self.done = False
+
+    def feed(self, text: str) -> ParsedDelta:
+        out = ParsedDelta()
+        if self.done:
+            return out
+        self._buf += text
+        while True:
+            if self._in_call:
+                end = _call_end(self._buf, final=False)
+                if end is None:
+                    return out
+                body = self._buf[:end]
+                self._buf = self._buf[end + len(CLOSE) :]
+                self._in_call = False
+                self._close_call(body, OPEN + body + CLOSE, out)
+                if self.done:
+                    self._buf = ""
+                    return out
+                continue
+            start = self._buf.find(OPEN)
+            if start >= 0:
+                self._text(self._buf[:start], out)
+                self._buf = self._buf[start + len(OPEN) :]
+                self._in_call = True
+                continue
+            keep = partial_suffix(self._buf, OPEN)
+            self._text(self._buf[: len(self._buf) - keep], out)
+            self._buf = self._buf[len(self._buf) - keep :]
+            return out
+
+    def finish(self) -> ParsedDelta:
+        out = ParsedDelta()
+        rest, self._buf = self._buf, ""
+        if self.done:
+            return out
+        if self._in_call:
+            end = _call_end(rest, final=True)
+            self._in_call = False
+            if end is None:
+                # No closing tag (cut off, or the model ended right after the JSON).
+                self._close_call(rest, OPEN + rest, out)
+            else:
+                self._close_call(rest[:end], OPEN + rest[: end + len(CLOSE)], out)
+                if not self.done:
+                    out.merge(self.feed(rest[end + len(CLOSE) :]))
+                    out.merge(self.finish())
+                    return out
+        else:
+            self._text(rest, out)
+        if not self._calls:
+            out.content += self._held_space
+        self._held_space = ""
+        return out
+
+    def _text(self, text: str, out: ParsedDelta) -> None:
+        text, self._held_space = self._held_space + text, ""
+        if self._after_call:
+            text = text.lstrip()
+            if not text:
+                return
+        body = text.rstrip()
+        # Held until the call (or the text) that follows decides whether it is content.
+        self._held_space = text[len(body) :]
+        if body:
+            out.content += body
+            self._after_call = False
+
+    def _close_call(self, body: str, raw: str, out: ParsedDelta) -> None:
+        try:
+            call = self._catalog.make_call(json.loads(body))
+        except ValueError:
+            call = None
+        if call is None:
+            out.content += self._held_space + raw
+            self._held_space = ""
+            self._after_call = False
+            return
+        out.tool_calls.append(call)
+        self._calls += 1
+        self._held_space = ""
+        self._after_call = True
+        self.done = self._limit is not None and self._calls >= self._limit
+
+
+def _call_end(buf: str, *, final: bool) -> int | None:
+    """Where the call in ``buf`` (the text after its opening tag) ends, or None to wait.
+
+    At the first closing tag after which the body is JSON: a string inside the call may hold
+    the closing tag itself. When no such tag comes before the next opening tag (or before the
+    end), the call ends at the first closing tag, and is returned as text.
+    """
+    first = buf.find(CLOSE)
+    if first < 0:
+        return None
+    barrier = buf.find(OPEN, first)
+    end = first
+    while end >= 0 and (barrier < 0 or end < barrier):
+        try:
+            json.loads(buf[:end])
+            return end
+        except ValueError:
+            end = buf.find(CLOSE, end + 1)
+    return first if (barrier >= 0 or final) else None

@@ -1,0 +1,253 @@
+"""What the model must produce for one request: free text, a forced tool call, or a schema.
+
+The one place that reads ``tools``, ``tool_choice``, ``parallel_tool_calls`` and
+``response_format``. It refuses what cannot be honoured (400s) before any generation, and
+gives the server the grammar, the tools for the chat template and the output parser.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import errors
+from ..protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
+from ..registry import ModelEntry
+from . import parsers
+from .compose import ChainedParser, ClosingParser, DocumentParser
+from .deltas import OutputParser
+from .grammar import JsonGrammar
+from .reasoning import THINK_OPEN, ThinkParser
+from .schema import SchemaError, SchemaModel, compile_schema, needs_repair
+from .terms import Grammar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    grammar: str | None  # EBNF for og.StructuredOutputConfig(grammar=...)
+    template_tools: list[dict[str, Any]] | None  # the tools the chat template shows the model
+    _make_parser: Callable[[str], OutputParser]
+    # The shortest answer the grammar allows. The engine, which holds the tokenizer, refuses
+    # the request (400 max_tokens_too_small) unless it and the end token fit the budget.
+    shortest_answer: str | None = None
+
+    def parser(self, prompt: str) -> OutputParser:
+        """A fresh parser for one response; ``prompt`` is the rendered chat prompt."""
+        return self._make_parser(prompt)
+
+
+def plan_output(
+    request: ChatCompletionRequest, chat_template: str, entry: ModelEntry | None
+) -> OutputPlan:
+    """The plan for ``request``; raises :class:`errors.APIError` (400) for what cannot be done."""
+    check_tool_choice(request)
+    tools_shown = bool(request.tools) and request.tool_choice != "none"
+    template_tools = (
+        [tool.model_dump(exclude_none=True) for tool in request.tools or []]
+        if tools_shown
+        else None
+    )
+    fmt_name = tool_format(chat_template, entry)
+    if forces_tool_call(request):
+        # A model without a format of its own writes plain JSON calls.
+        forced = fmt_name if fmt_name not in (None, "none") else parsers.FORCED_DEFAULT
+        return _forced_call(request, forced, template_tools)
+    spec = request.response_format
+    if spec is not None and spec.type != "text":
+        return _schema(request, template_tools)
+    reasoning_on = (entry.reasoning_parser if entry else None) != "none"
+    fmt = parsers.get(parsers.DEFAULT if fmt_name in (None, "none") else fmt_name)
+    catalog = None
+    if tools_shown and fmt_name != "none":
+        catalog = _catalog(request.tools or [], fmt, repair=False)
+    # parallel_tool_calls false: the first call is the answer, generation may stop there.
+    limit = 1 if request.parallel_tool_calls is False else None
+
+    def free(prompt: str) -> OutputParser:
+        # Only an answer that starts with <think> (or a prompt that opened it) has reasoning.
+        opened = prompt.rstrip().endswith(THINK_OPEN)
+        reasoning = ThinkParser(opened=opened) if reasoning_on else None
+        tool_parser = fmt.parser(catalog.fresh(), limit) if catalog is not None else None
+        if reasoning is None and tool_parser is None:
+            return OutputParser()
+        return ChainedParser(reasoning, tool_parser)
+
+    return OutputPlan(None, template_tools, free)
+
+
+def tool_format(chat_template: str, entry: ModelEntry | None) -> str | None:
+    """The registry entry's ``tool_parser``, else the format the chat template teaches."""
+    name = entry.tool_parser if entry else None
+    if name is None:
+        return parsers.detect(chat_template)
+    if name != "none" and name not in parsers.names():
+        log.warning("unknown tool_parser %r in the registry; detecting from the template", name)
+        return parsers.detect(chat_template)
+    return name
+
+
+def check_tool_choice(request: ChatCompletionRequest) -> None:
+    """400 for a tool_choice that cannot be honoured."""
+    choice = request.tool_choice
+    if choice in (None, "none", "auto"):
+        return
+    if not request.tools:
+        raise errors.bad_request(
+            "tool_choice requires 'tools'", param="tool_choice", code="invalid_value"
+        )
+    if isinstance(choice, NamedToolChoice):
+        names = [tool.function.name for tool in request.tools]
+        if choice.function.name not in names:
+            raise errors.bad_request(
+                f"tool_choice names function '{choice.function.name}', which is not in "
+                f"tools ({', '.join(names)})",
+                param="tool_choice",
+                code="invalid_value",
+            )
+
+
+def forces_tool_call(request: ChatCompletionRequest) -> bool:
+    choice = request.tool_choice
+    return bool(request.tools) and (choice == "required" or isinstance(choice, NamedToolChoice))
+
+
+def chosen_tools(request: ChatCompletionRequest) -> list[ToolDefinition]:
+    """The tools a forced call may use: the named one, or all for "required"."""
+    tools = request.tools or []
+    choice = request.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        return [t for t in tools if t.function.name == choice.function.name]
+    return list(tools)
+
+
+def several_forced_calls(request: ChatCompletionRequest) -> bool:
+    """Whether a forced answer may hold more than one call.
+
+    Only when the client asked for parallel calls explicitly: a small model given the room
+    repeats the same call until max_tokens, and OpenAI's default (parallel allowed) is sent
+    by clients that want one call far more often than by ones that want several.
+    """
+    return (
+        request.parallel_tool_calls
+        and "parallel_tool_calls" in request.model_fields_set
+        and not isinstance(request.tool_choice, NamedToolChoice)
+    )
+
+
+# ---------------------------------------------------------------- constrained answers
+
+
+def _forced_call(
+    request: ChatCompletionRequest,
+    fmt_name: str,
+    template_tools: list[dict[str, Any]] | None,
+) -> OutputPlan:
+    fmt = parsers.get(fmt_name)
+    catalog = _catalog(chosen_tools(request), fmt, repair=True)
+    builder = JsonGrammar()
+    try:
+        calls = [(name, builder.model(model)) for name, model in catalog.models.items()]
+    except SchemaError as exc:
+        raise _schema_error(exc, "tools", "a tool's parameters") from exc
+    several = several_forced_calls(request)
+    grammar = builder.grammar(fmt.forced(calls, several))
+    _check_sampling(request)
+
+    def parser(_: str) -> OutputParser:
+        # The grammar holds the answer from its first token: there is no room for thinking.
+        return ClosingParser(grammar, fmt.parser(catalog.fresh(), None if several else 1))
+
+    return OutputPlan(grammar.ebnf(), template_tools, parser, _shortest(grammar))
+
+
+def _schema(
+    request: ChatCompletionRequest,
+    template_tools: list[dict[str, Any]] | None,
+) -> OutputPlan:
+    spec = request.response_format
+    assert spec is not None
+    if spec.type == "json_object":
+        schema: Any = {"type": "object"}
+    elif spec.json_schema is None or spec.json_schema.schema_ is None:
+        raise errors.bad_request(
+            "response_format json_schema needs a 'schema'", param="response_format"
+        )
+    else:
+        schema = spec.json_schema.schema_
+    builder = JsonGrammar()
+    try:
+        model = compile_schema(schema)
+        grammar = builder.grammar(builder.model(model))
+    except SchemaError as exc:
+        raise _schema_error(exc, "response_format", "the response_format schema") from exc
+    _check_sampling(request)
+    hold = needs_repair(model)
+
+    def parser(_: str) -> OutputParser:
+        return DocumentParser(grammar, model, hold=hold)
+
+    return OutputPlan(grammar.ebnf(), template_tools, parser, _shortest(grammar))
+
+
+class _Catalog:
+    """The compiled parameter schemas of some tools; ``fresh()`` gives one response's catalog."""
+
+    def __init__(
+        self, models: dict[str, SchemaModel], fmt: type[parsers.ToolFormat], repair: bool
+    ) -> None:
+        self.models = models
+        self._fmt = fmt
+        self._repair = repair
+
+    def fresh(self) -> parsers.ToolCatalog:
+        return parsers.ToolCatalog(self.models, repair=self._repair, new_id=self._fmt.new_id)
+
+
+def _catalog(
+    tools: list[ToolDefinition], fmt: type[parsers.ToolFormat], *, repair: bool
+) -> _Catalog:
+    models: dict[str, SchemaModel] = {}
+    for tool in tools:
+        try:
+            models[tool.function.name] = compile_schema(
+                tool.function.parameters or {"type": "object"}
+            )
+        except SchemaError as exc:
+            raise _schema_error(exc, "tools", f"tool '{tool.function.name}' parameters") from exc
+    return _Catalog(models, fmt, repair)
+
+
+def _schema_error(exc: SchemaError, param: str, what: str) -> errors.APIError:
+    named = (
+        f" (keyword '{exc.keyword}')" if exc.keyword and f"'{exc.keyword}'" not in str(exc) else ""
+    )
+    return errors.bad_request(
+        f"{what} cannot be enforced: {exc}{named}",
+        param=param,
+        code="unsupported_schema" if exc.keyword else "invalid_schema",
+    )
+
+
+def _check_sampling(request: ChatCompletionRequest) -> None:
+    # The grammar ends the answer with the end token; these would forbid or skip it.
+    if request.ignore_eos:
+        raise errors.bad_request(
+            "ignore_eos cannot be combined with a forced tool call or response_format",
+            param="ignore_eos",
+        )
+    if request.min_tokens:
+        raise errors.bad_request(
+            "min_tokens cannot be combined with a forced tool call or response_format",
+            param="min_tokens",
+        )
+
+
+def _shortest(grammar: Grammar) -> str:
+    shortest = grammar.min_text()
+    if shortest is None:
+        raise errors.bad_request("the schema allows no finite answer", code="invalid_schema")
+    return shortest

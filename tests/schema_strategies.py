@@ -1,0 +1,120 @@
+"""Hypothesis strategies for JSON schemas within what the server enforces, and JSON values."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import strategies as st
+
+PATTERNS = [
+    "^[a-z]{2,4}$",
+    r"^\d{3}-\d{4}$",
+    "^(yes|no|maybe)$",
+    "^[A-Z][a-z]+$",
+    "ab",
+    r'^x[^"\\]*y$',
+    r"^\w+@\w+\.com$",
+    "^[À-ÿ]+!?$",
+    "^(ab)+c?$",
+]
+_keys = st.text(alphabet='ab"\\\n é:{', min_size=0, max_size=4)
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-1000, 1000), _keys)
+_strings = st.one_of(
+    st.just({"type": "string"}),
+    st.builds(
+        lambda low, extra: {"type": "string", "minLength": low, "maxLength": low + extra},
+        st.integers(0, 3),
+        st.integers(0, 20),
+    ),
+    st.sampled_from(["date", "time", "date-time", "uuid", "email", "ipv4"]).map(
+        lambda f: {"type": "string", "format": f}
+    ),
+    st.sampled_from(PATTERNS).map(lambda p: {"type": "string", "pattern": p}),
+)
+_integers = st.builds(
+    lambda low, span, exclusive: {
+        k: v
+        for k, v in {
+            "type": "integer",
+            ("exclusiveMinimum" if exclusive else "minimum"): low,
+            "maximum": None if span is None else (low or 0) + span + 1,
+        }.items()
+        if v is not None
+    },
+    st.one_of(st.none(), st.integers(-(10**6), 10**6)),
+    st.one_of(st.none(), st.integers(0, 10**7)),
+    st.booleans(),
+)
+_numbers = st.builds(
+    lambda low, high: {
+        k: v
+        for k, v in {
+            "type": "number",
+            "minimum": low,
+            "maximum": None if high is None else low + high,
+        }.items()
+        if v is not None
+    },
+    st.one_of(st.just(0), st.integers(-50, 50), st.floats(-10, 10).map(lambda x: round(x, 2))),
+    st.one_of(st.none(), st.integers(1, 1000)),
+)
+_scalars = st.one_of(
+    _strings,
+    _integers,
+    _numbers,
+    st.sampled_from([{"type": t} for t in ("integer", "number", "boolean", "null")]),
+    st.lists(_json_scalars, min_size=1, max_size=4, unique_by=lambda v: json.dumps(v)).map(
+        lambda values: {"enum": values}
+    ),
+    _keys.map(lambda value: {"const": value}),
+    st.just({}),
+)
+
+
+def _compound(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    objects = st.builds(
+        lambda props, required, extra: {
+            "type": "object",
+            "properties": props,
+            "required": [k for k in props if k in required],
+            "additionalProperties": extra,
+        },
+        st.dictionaries(_keys, children, max_size=4),
+        st.sets(_keys, max_size=3),
+        st.booleans(),
+    )
+    maps = children.map(lambda c: {"type": "object", "additionalProperties": c, "maxProperties": 3})
+    arrays = st.builds(
+        lambda items, low, extra, prefix: {
+            "type": "array",
+            "items": items,
+            "minItems": low,
+            "maxItems": low + extra,
+            **({"prefixItems": prefix} if prefix else {}),
+        },
+        children,
+        st.integers(0, 2),
+        st.integers(0, 3),
+        st.lists(children, max_size=2),
+    )
+    unions = st.lists(children, min_size=1, max_size=3).map(lambda options: {"anyOf": options})
+    exclusive = st.just({"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]})
+    typed = st.lists(
+        st.sampled_from(["string", "integer", "object", "array", "null"]), min_size=1, max_size=3
+    ).map(lambda kinds: {"type": kinds})
+    return st.one_of(objects, maps, arrays, unions, exclusive, typed)
+
+
+_inner = st.recursive(_scalars, _compound, max_leaves=10)
+SCHEMAS = st.one_of(
+    _inner,
+    _inner.map(
+        lambda d: {"$defs": {"d": d}, "type": "object", "properties": {"a": {"$ref": "#/$defs/d"}}}
+    ),
+)
+JSON_VALUES = st.recursive(
+    st.one_of(_json_scalars, st.floats(-100, 100, allow_nan=False)),
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(_keys, c, max_size=3)),
+    max_leaves=8,
+)
