@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import __version__, errors
+from .capabilities import card_facts
 from .engine import openvino_version
 from .model_manager import ModelManager
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
@@ -112,6 +113,7 @@ async def list_models(models: Models) -> ModelList:
                 weight_format=entry.weight_format,
                 loaded=engine is not None,
                 device=engine.device if engine else None,
+                **card_facts(path, entry, models.settings.max_tokens_limit),
             )
         )
     fallback = models.settings.fallback_model_name()
@@ -125,6 +127,7 @@ async def list_models(models: Models) -> ModelList:
                 loaded=engine is not None,
                 device=engine.device if engine else None,
                 source="fallback",
+                **card_facts(fallback_path, None, models.settings.max_tokens_limit),
             )
         )
     return ModelList(data=cards)
