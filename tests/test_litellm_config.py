@@ -110,7 +110,7 @@ def test_router_settings_from_options(registry: Path, capsys: pytest.CaptureFixt
         "allowed_fails": 2,
         "cooldown_time": 10.0,
         "enable_weighted_failover": True,
-        "retry_policy": {"RateLimitErrorRetries": 5, "ServiceUnavailableErrorRetries": 5},
+        "retry_policy": {"RateLimitErrorRetries": 5, "ServiceUnavailableErrorRetries": 1},
         "timeout": 600.0,
     }
 

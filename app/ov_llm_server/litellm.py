@@ -39,9 +39,10 @@ class RouterOptions:
     """LiteLLM ``router_settings``; the defaults lost no request when a node died.
 
     Measured with LiteLLM 1.108.7 and two nodes (tests/test_router.py): a request that
-    meets a dead, saturated (429) or restarting (503) node is retried on the other one
-    at once, and a node that fails more than ``allowed_fails`` times in a minute leaves
-    the rotation for ``cooldown_time`` seconds (or the ``Retry-After`` it answered).
+    meets a dead, saturated (429) or unavailable (503) node is retried on the other one
+    at once, and a node that fails more than ``allowed_fails`` times within
+    ``cooldown_time`` seconds leaves the rotation for ``cooldown_time`` seconds, or for
+    the ``Retry-After`` it answered.
     """
 
     num_retries: int = 3
@@ -59,11 +60,12 @@ class RouterOptions:
             # retry can pick the same dead node again; after the retries this sends the
             # request to the group's other deployments, never the one that just failed.
             "enable_weighted_failover": True,
-            # A saturated (429) or restarting (503) node is no reason to fail the request:
-            # retry even when every node is cooling down, after the Retry-After it sent.
+            # Retried even when every node is sitting out, after the Retry-After they sent:
+            # a saturated fleet (429, 1 s) gets a few seconds of patience, an unavailable
+            # one (503, 30 s) one more try, not minutes of waiting.
             "retry_policy": {
                 "RateLimitErrorRetries": self.num_retries,
-                "ServiceUnavailableErrorRetries": self.num_retries,
+                "ServiceUnavailableErrorRetries": 1,
             },
             "timeout": self.timeout,
         }
