@@ -18,7 +18,7 @@ import pytest
 
 from live_server import LiveServer, free_port
 
-LITELLM_START_TIMEOUT = 120.0
+LITELLM_START_TIMEOUT = 240.0  # its imports alone take most of a minute on two busy cores
 
 requires_litellm = pytest.mark.skipif(
     shutil.which("litellm", path=str(Path(sys.executable).parent)) is None,
