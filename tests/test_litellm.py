@@ -4,104 +4,27 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import secrets
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import yaml
 
-from live_server import LiveServer, free_port
+from litellm_proxy import Proxy, litellm_config, requires_litellm, running_proxy
+from live_server import LiveServer
 from tiny_model import DIALOGUES, TOOLS
 
 MODEL = "tiny-int8"
-LITELLM_START_TIMEOUT = 120.0
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("litellm", path=str(Path(sys.executable).parent)) is None,
-    reason="litellm[proxy] is not installed (pip install -e '.[dev]')",
-)
-
-
-@dataclass
-class Proxy:
-    base_url: str
-    key: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-
-def litellm_config(server: LiveServer) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "ov_llm_server", "litellm-config", "--api-base", server.v1],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return result.stdout
+pytestmark = requires_litellm
 
 
 @pytest.fixture(scope="module")
 def proxy(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    workdir = tmp_path_factory.mktemp("litellm")
-    config = workdir / "litellm.yaml"
-    config.write_text(litellm_config(server), encoding="utf-8")
-    port = free_port()
-    key = "sk-" + secrets.token_hex(16)
-    env = {
-        **os.environ,
-        "LITELLM_MASTER_KEY": key,
-        # Offline: no model cost map download, no telemetry, no database.
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_TELEMETRY": "False",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
-    env.pop("DATABASE_URL", None)
-    proxy = Proxy(f"http://127.0.0.1:{port}", key, workdir / "litellm.log")
-    executable = str(Path(sys.executable).parent / "litellm")
-    with proxy.log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [executable, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-        )
-    try:
-        deadline = time.monotonic() + LITELLM_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"litellm exited early:\n{proxy.log()[-4000:]}")
-            try:
-                if httpx.get(f"{proxy.base_url}/health/readiness", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"litellm not ready in time:\n{proxy.log()[-4000:]}")
-            time.sleep(0.25)
+    config = litellm_config(server, "--api-base", server.v1)
+    with running_proxy(config, tmp_path_factory.mktemp("litellm")) as proxy:
         yield proxy
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +37,7 @@ def messages(name: str) -> Any:
 
 
 def test_config_routes_every_registry_model_here(server: LiveServer) -> None:
-    config = yaml.safe_load(litellm_config(server))
+    config = yaml.safe_load(litellm_config(server, "--api-base", server.v1))
     entries = {m["model_name"]: m for m in config["model_list"]}
     assert set(entries) == {"tiny-int8", "tiny-fp16"}
     for name, entry in entries.items():

@@ -54,13 +54,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the service (the default)")
-    litellm = sub.add_parser("litellm-config", help="print a LiteLLM model_list for the registry")
-    litellm.add_argument("--api-base", help="URL LiteLLM uses to reach this server")
+    from . import litellm
+
+    litellm.add_arguments(
+        sub.add_parser("litellm-config", help="print a LiteLLM proxy configuration for the nodes")
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "litellm-config":
-        from .litellm import render_config
-
-        sys.stdout.write(render_config(settings, args.api_base))
+        try:
+            sys.stdout.write(litellm.run(args, settings))
+        except (OSError, ValueError) as exc:
+            sys.stderr.write(f"ov-llm-server litellm-config: {exc}\n")
+            raise SystemExit(2) from None
         return
     serve(settings)

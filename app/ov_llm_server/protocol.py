@@ -184,6 +184,12 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
+ModelMode = Literal["chat", "completion", "embedding", "rerank"]
+# "tools": the chat template renders tools; "reasoning": it thinks (<think>);
+# "response_schema": response_format json_schema is enforced by a grammar.
+Capability = Literal["tools", "reasoning", "response_schema"]
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -194,6 +200,11 @@ class ModelCard(BaseModel):
     loaded: bool = False
     device: str | None = None
     source: Literal["registry", "fallback"] = "registry"
+    # What the model does, read from its files (capabilities.py).
+    mode: ModelMode | None = None
+    context_length: int | None = None
+    max_output_tokens: int | None = None
+    capabilities: list[Capability] = Field(default_factory=list)
 
 
 class ModelList(BaseModel):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,10 +13,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import OPENVINO_GENAI_VERSION, __version__, errors
+from .capabilities import card_facts
 from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
-from .registry import resolve_model_path
+from .registry import ModelEntry, resolve_model_path
 from .serving import ChatService
 
 
@@ -122,32 +125,36 @@ async def metrics(request: Request) -> Response:
 @v1.get("/models")
 @v1.get("/v1/models", include_in_schema=False)  # LiteLLM with an api_base ending in /v1
 async def list_models(models: Models) -> ModelList:
-    cards: list[ModelCard] = []
     registry_path = models.registry.path
-    for name, entry in models.registry.entries().items():
-        path = resolve_model_path(registry_path, entry)
+    served: list[tuple[str, Path, ModelEntry | None]] = [
+        (name, resolve_model_path(registry_path, entry), entry)
+        for name, entry in models.registry.entries().items()
+    ]
+    fallback = models.settings.fallback_model_name()
+    fallback_path = models.settings.model_path
+    if (
+        fallback is not None
+        and fallback_path is not None
+        and fallback not in {n for n, *_ in served}
+    ):
+        served.append((fallback, fallback_path, None))
+    limit = models.settings.max_tokens_limit
+    # Reading a model's files (and, the first time, probing its chat template in a child
+    # process) stays off the event loop; the facts are cached per file version.
+    facts = await asyncio.to_thread(lambda: [card_facts(p, e, limit) for _, p, e in served])
+    cards: list[ModelCard] = []
+    for (name, path, entry), fact in zip(served, facts, strict=True):
         slot = models.slot_at(path)
         cards.append(
             ModelCard(
                 id=name,
                 created=_created(path),
-                task=entry.task,
-                weight_format=entry.weight_format,
+                task=entry.task if entry else None,
+                weight_format=entry.weight_format if entry else None,
                 loaded=slot is not None,
                 device=_device(slot),
-            )
-        )
-    fallback = models.settings.fallback_model_name()
-    fallback_path = models.settings.model_path
-    if fallback is not None and fallback_path is not None and fallback not in {c.id for c in cards}:
-        slot = models.slot_at(fallback_path)
-        cards.append(
-            ModelCard(
-                id=fallback,
-                created=_created(fallback_path),
-                loaded=slot is not None,
-                device=_device(slot),
-                source="fallback",
+                source="registry" if entry else "fallback",
+                **fact,
             )
         )
     return ModelList(data=cards)

@@ -10,7 +10,6 @@ tokens into text: one batched detokenizer call for every request, then stop sequ
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai as og
 
+from ...capabilities import context_length
 from ...textutil import one_line
 from ..messages import EngineConfig, EngineFinish, Generate, Output
 from . import faults
@@ -206,17 +206,3 @@ class LlmRunner:
     ) -> Output:
         self._active.pop(request.rid, None)
         return Output(request.rid, text, request.tokens, reason, error)
-
-
-def context_length(path: Path) -> int | None:
-    """The model's context length from its config.json, when it has one (GGUF: unknown)."""
-    config = (path if path.is_dir() else path.parent) / "config.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = data.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

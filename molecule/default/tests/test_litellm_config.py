@@ -1,0 +1,37 @@
+"""playbooks/litellm.yml (molecule/default/fleet.yml): the LiteLLM configuration on the node."""
+
+from __future__ import annotations
+
+import yaml
+
+from test_service import MODEL
+
+CONFIG = "/etc/litellm/config.yaml"
+
+
+def test_config_file(host):
+    config = host.file(CONFIG)
+    assert config.is_file
+    assert (config.user, config.group, config.mode) == ("root", "root", 0o644)
+
+
+def test_config_routes_the_node_models_with_their_capabilities(host):
+    config = yaml.safe_load(host.file(CONFIG).content_string)
+    (deployment,) = config["model_list"]
+    assert deployment["model_name"] == MODEL
+    params = deployment["litellm_params"]
+    assert params["model"] == f"openai/{MODEL}"
+    assert params["api_base"].endswith(":8000/v1")
+    assert params["api_key"] == "none"  # the node has no key
+    # SmolLM2's chat template has no tools; its GGUF says 8192 tokens of context.
+    assert deployment["model_info"] == {
+        "mode": "chat",
+        "max_input_tokens": 8192,
+        "max_output_tokens": 4096,
+        "supports_function_calling": False,
+        "supports_parallel_function_calling": False,
+        "supports_tool_choice": False,
+        "supports_response_schema": True,
+        "supports_reasoning": False,
+    }
+    assert config["router_settings"]["num_retries"] == 3
