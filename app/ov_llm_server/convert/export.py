@@ -211,7 +211,7 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             warnings.filterwarnings("ignore", category=FutureWarning)
             _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
             if task in ENCODER_TASKS:
-                _convert_encoder_tokenizer(src, out, task)
+                _convert_encoder_tokenizer(src, out, task, options.trust_remote_code)
     except ConversionError:
         raise
     except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
@@ -289,7 +289,7 @@ def _run_optimum(
     )
 
 
-def _convert_encoder_tokenizer(src: Path, out: Path, task: str) -> None:
+def _convert_encoder_tokenizer(src: Path, out: Path, task: str, trust_remote_code: bool) -> None:
     """Replace optimum's tokenizer IR by one that feeds every input of the encoder.
 
     optimum converts the tokenizer with one text input and with the outputs the Hugging Face
@@ -304,7 +304,7 @@ def _convert_encoder_tokenizer(src: Path, out: Path, task: str) -> None:
     from transformers import AutoTokenizer
 
     inputs = model_inputs(out)
-    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    tokenizer = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
     names: list[str] = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in inputs]
     tokenizer.model_input_names = names
     converted = convert_tokenizer(
