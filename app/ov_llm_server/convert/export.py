@@ -11,10 +11,19 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ov_llm_server.encoder_config import (
+    ENCODER_TASKS,
+    TEXT_CLASSIFICATION,
+    EncoderConfigError,
+    detect_task,
+    encoder_config_from_hf,
+    model_inputs,
+    tokenizer_gaps,
+)
 from ov_llm_server.textutil import one_line
 
 log = logging.getLogger(__name__)
@@ -47,7 +56,7 @@ class MissingExtraError(ConversionError):
 @dataclass(frozen=True)
 class ExportOptions:
     weight_format: WeightFormat = "int8"
-    task: str = DEFAULT_TASK
+    task: str | None = None  # None: detected from the model's files (see resolve_task)
     # int4 only: requested group size (adapted to the model's shapes), 4-bit share, symmetry.
     group_size: int = DEFAULT_GROUP_SIZE
     ratio: float = 1.0
@@ -67,6 +76,26 @@ def read_hf_config(src: Path) -> dict[str, Any]:
     # Multimodal and some newer configs nest the language model's settings.
     text_config = data.get("text_config")
     return {**data, **text_config} if isinstance(text_config, dict) else data
+
+
+def resolve_task(src: Path, options: ExportOptions) -> ExportOptions:
+    """``--task`` if given, else what the model's files say it is (a chat model by default)."""
+    if options.task:
+        return options
+    return replace(options, task=detect_task(src, read_hf_config(src), DEFAULT_TASK))
+
+
+def encoder_record(src: Path, task: str) -> dict[str, Any] | None:
+    """Pooling, prompts, limits (embedders) or labels (rerankers), for conversion.json.
+
+    Read before the export, so a model this server cannot serve faithfully fails in seconds.
+    """
+    if task not in ENCODER_TASKS:
+        return None
+    try:
+        return encoder_config_from_hf(src, task, read_hf_config(src))
+    except EncoderConfigError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def _input_widths(hf_config: dict[str, Any]) -> list[int]:
@@ -141,6 +170,8 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
         raise ConversionError(
             f"unknown weight format {options.weight_format!r} (one of {', '.join(WEIGHT_FORMATS)})"
         )
+    options = resolve_task(src, options)
+    task = str(options.task)
     hf_config = read_hf_config(src)
     settings = quantization_settings(options, hf_config)
     optimum_export = _import_optimum()
@@ -163,13 +194,15 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
         ov_config = OVConfig(quantization_config=wq_config)
 
     started = time.monotonic()
-    log.info("exporting %s (task %s) with optimum-intel", src, options.task)
+    log.info("exporting %s (task %s) with optimum-intel", src, task)
     try:
         with warnings.catch_warnings():
             # torch.jit tracing warns about every shape-dependent branch; expected here.
             warnings.filterwarnings("ignore", message=".*[Tt]race.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
             _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
+            if task in ENCODER_TASKS:
+                _convert_encoder_tokenizer(src, out, task, options.trust_remote_code)
     except ConversionError:
         raise
     except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
@@ -181,7 +214,7 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             f"optimum-intel export failed: {type(exc).__name__}: {one_line(exc)}"
         ) from exc
     log.info("exported in %.1f s", time.monotonic() - started)
-    check_ir_folder(out)
+    check_ir_folder(out, task)
     return settings
 
 
@@ -247,6 +280,33 @@ def _run_optimum(
     )
 
 
+def _convert_encoder_tokenizer(src: Path, out: Path, task: str, trust_remote_code: bool) -> None:
+    """Replace optimum's tokenizer IR by one that feeds every input of the encoder.
+
+    optimum converts the tokenizer with one text input and with the outputs the Hugging Face
+    tokenizer lists in ``model_input_names``. A BERT cross-encoder whose tokenizer does not
+    list ``token_type_ids`` then gets a tokenizer IR without them, and openvino_genai's
+    TextRerankPipeline leaves that model input unset: the CPU plugin fails in the embeddings'
+    Add (a shape mismatch). Here the outputs follow the model IR's inputs, and a reranker's
+    tokenizer takes (query, document) pairs natively, with BERT's segment ids.
+    """
+    import openvino as ov
+    from openvino_tokenizers import convert_tokenizer
+    from transformers import AutoTokenizer
+
+    inputs = model_inputs(out)
+    tokenizer = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
+    names: list[str] = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in inputs]
+    tokenizer.model_input_names = names
+    converted = convert_tokenizer(
+        tokenizer,
+        with_detokenizer=True,
+        number_of_inputs=2 if task == TEXT_CLASSIFICATION else 1,
+    )
+    ov.save_model(converted[0], out / "openvino_tokenizer.xml")
+    ov.save_model(converted[1], out / "openvino_detokenizer.xml")
+
+
 def missing_files(folder: Path) -> list[str]:
     return [
         name
@@ -255,11 +315,16 @@ def missing_files(folder: Path) -> list[str]:
     ]
 
 
-def check_ir_folder(folder: Path) -> None:
+def check_ir_folder(folder: Path, task: str = DEFAULT_TASK) -> None:
     """Refuse an output ``openvino_genai`` could not load as is (optimum only warns)."""
     missing = missing_files(folder)
     if missing:
         raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
+    if task in ENCODER_TASKS:
+        gaps = tokenizer_gaps(folder)
+        if gaps:
+            raise ConversionError(f"{folder}: the tokenizer does not produce {', '.join(gaps)}")
+        return
     if not chat_template_of(folder):
         log.warning("%s: the tokenizer has no chat template; chat requests will fail", folder)
 

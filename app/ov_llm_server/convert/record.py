@@ -26,6 +26,11 @@ HASHED_FILES = (
     "chat_template.json",
     "vocab.json",
     "merges.txt",
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "1_Pooling/config.json",
 )
 # A GGUF file carries its config and tokenizer in the header, before the tensors.
 GGUF_HEAD_BYTES = 32 * 1024 * 1024
@@ -107,8 +112,9 @@ def build_record(
     options: dict[str, Any],
     started: datetime,
     finished: datetime,
+    encoder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "name": name,
         "registry_name": registry_name,
@@ -129,6 +135,10 @@ def build_record(
         "duration_seconds": round((finished - started).total_seconds(), 3),
         "host": socket.gethostname(),
     }
+    if encoder is not None:
+        # Read back by the engine (encoder_config.py): pooling, prompts, limits, labels.
+        record["encoder"] = encoder
+    return record
 
 
 def write_record(folder: Path, record: dict[str, Any]) -> Path:

@@ -16,20 +16,23 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from filelock import FileLock
 
 from ov_llm_server.convert.export import (
+    DEFAULT_TASK,
     ConversionError,
     ExportOptions,
     chat_template_of,
+    encoder_record,
     export_gguf,
     export_model,
     missing_files,
     options_record,
+    resolve_task,
 )
 from ov_llm_server.convert.record import (
     RECORD_NAME,
@@ -38,6 +41,12 @@ from ov_llm_server.convert.record import (
     read_record,
     utc_now,
     write_record,
+)
+from ov_llm_server.encoder_config import (
+    ENCODER_TASKS,
+    FEATURE_EXTRACTION,
+    TEXT_CLASSIFICATION,
+    tokenizer_gaps,
 )
 from ov_llm_server.registry import (
     ModelEntry,
@@ -183,10 +192,15 @@ class Plan:
     registry_name: str
     target_exists: bool
     move_original_to: Path | None
+    encoder: dict[str, Any] | None = None  # conversion.json's "encoder" section
 
     @property
     def name(self) -> str:
         return self.source.name
+
+    @property
+    def task(self) -> str:
+        return self.options.task or DEFAULT_TASK
 
     @property
     def weight_format(self) -> str:
@@ -197,6 +211,7 @@ class Plan:
         action = "replace" if self.target_exists else "create"
         lines = [
             f"{self.name}: {self.source.format} source {self.source.path}",
+            f"  task {self.task}",
             f"  {action} {self.target}",
             f"  register {self.registry_name}",
         ]
@@ -209,8 +224,14 @@ def plan_conversion(
     layout: Layout, name: str, options: ExportOptions, *, force: bool = False
 ) -> Plan:
     source = find_source(layout, name)
+    if source.format == "gguf":
+        options = replace(options, task=options.task or DEFAULT_TASK)
+        encoder = None
+    else:
+        options = resolve_task(source.path, options)
+        encoder = encoder_record(source.path, str(options.task))
     wf = "gguf" if source.format == "gguf" else options.weight_format
-    target = output_dir(layout, name, options.task, wf)
+    target = output_dir(layout, name, str(options.task), wf)
     target_exists = target.exists()
     if target_exists and not force:
         raise ConversionError(f"{target} exists already (use --force to convert again)")
@@ -226,6 +247,7 @@ def plan_conversion(
         registry_name=registry_name(name, wf),
         target_exists=target_exists,
         move_original_to=move_to,
+        encoder=encoder,
     )
 
 
@@ -342,11 +364,12 @@ def _convert_locked(layout: Layout, plan: Plan) -> Result:
             source_format=plan.source.format,
             original_moved_to=plan.move_original_to,
             source_fingerprint=source_fingerprint,
-            task=plan.options.task,
+            task=plan.task,
             weight_format=plan.weight_format,
             quantization=quantization,
+            encoder=plan.encoder,
             options=(
-                {"task": plan.options.task}
+                {"task": plan.task}
                 if plan.source.format == "gguf"
                 else options_record(plan.options)
             ),
@@ -363,7 +386,7 @@ def _convert_locked(layout: Layout, plan: Plan) -> Result:
         original = plan.move_original_to or plan.source.path
         entry = ModelEntry(
             path=_entry_path(layout, plan.target),
-            task=plan.options.task,
+            task=plan.task,
             weight_format=plan.weight_format,
             source=str(original),
             converted_at=record["finished_at"],
@@ -479,19 +502,38 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
         if read_record(path) is None:
             check.notes.append(f"no {RECORD_NAME}")
         try:
-            if not chat_template_of(path):
+            if entry.task in ENCODER_TASKS:
+                gaps = tokenizer_gaps(path)
+                if gaps:
+                    check.problems.append(f"the tokenizer does not produce {', '.join(gaps)}")
+                    return check
+            elif not chat_template_of(path):
                 check.notes.append("no chat template in openvino_tokenizer.xml")
         except Exception as exc:
             check.problems.append(f"openvino_tokenizer.xml unreadable: {one_line(exc)}")
             return check
     if load:
         try:
-            import openvino_genai as og
-
-            og.LLMPipeline(str(path), device)
+            _load(path, entry.task, device)
         except Exception as exc:
             check.problems.append(f"does not load on {device}: {one_line(exc)}")
     return check
+
+
+def _load(path: Path, task: str, device: str) -> None:
+    """Load the model with what serves its task."""
+    if task == FEATURE_EXTRACTION:
+        from ov_llm_server.encoders import EmbeddingModel
+
+        EmbeddingModel(path, device)
+    elif task == TEXT_CLASSIFICATION:
+        from ov_llm_server.encoders import RerankModel
+
+        RerankModel(path, device)
+    else:
+        import openvino_genai as og
+
+        og.LLMPipeline(str(path), device)
 
 
 def verify_all(layout: Layout, *, load: bool, device: str) -> list[Check]:

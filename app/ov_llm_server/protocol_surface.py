@@ -1,0 +1,403 @@
+"""Wire models of the rest of the surface: embeddings, rerank, legacy completions, tokenize.
+
+OpenAI's shapes for ``/v1/embeddings`` and ``/v1/completions``, the Cohere/Jina/vLLM shape for
+``/v1/rerank`` (and its ``/rerank``, ``/v2/rerank`` aliases), vLLM's for ``/tokenize`` and
+``/detokenize``. Requests accept unknown fields (LiteLLM forwards extras); what a model cannot
+do (``dimensions``, more log-probability alternatives than the engine gives, ``suffix`` without
+fill-in-the-middle tokens) is decided by the serving layer, which knows the model.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from ov_llm_server.protocol import ChatMessage, StreamOptions, Usage
+
+# OpenAI's limits: 2048 inputs per embeddings request, up to 5 log-probability alternatives.
+MAX_EMBEDDING_INPUTS = 2048
+MAX_LOGPROBS = 5
+MAX_RERANK_DOCUMENTS = 1000
+
+TokenId = Annotated[StrictInt, Field(ge=0)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
+
+
+class _Lenient(BaseModel):
+    # LiteLLM and SDKs send fields we do not use; they must not fail the request.
+    model_config = ConfigDict(extra="allow")
+
+
+def _is_ids(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+    )
+
+
+def _check_inputs(value: Any, field: str, limit: int | None = None) -> Any:
+    """One clear message for a malformed ``input``/``prompt`` instead of a union's four."""
+    shape = (
+        f"'{field}' must be a string, a list of strings, a list of token ids "
+        "or a list of token-id lists"
+    )
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or not value:
+        raise ValueError(shape if not isinstance(value, list) else f"'{field}' must not be empty")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"'{field}' has {len(value)} items, at most {limit} are allowed")
+    if all(isinstance(item, str) for item in value) or _is_ids(value):
+        return value
+    if all(isinstance(item, list) for item in value):
+        for index, item in enumerate(value):
+            if not _is_ids(item):
+                raise ValueError(
+                    f"'{field}[{index}]' must be a non-empty list of non-negative token ids"
+                )
+        return value
+    raise ValueError(shape)
+
+
+# ---------------------------------------------------------------- /v1/embeddings
+
+
+class EmbeddingRequest(_Lenient):
+    model: str = Field(min_length=1)
+    # A string, strings, or token ids (one array or several) in the model's own vocabulary.
+    input: (
+        StrictStr
+        | Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)]
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+    # Over-length inputs are refused unless truncation is asked for: Hugging Face TEI's
+    # ``truncate``, or vLLM's ``truncate_prompt_tokens`` (-1: the model's maximum length).
+    truncate: bool = False
+    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_shape(cls, value: Any) -> Any:
+        return _check_inputs(value, "input", MAX_EMBEDDING_INPUTS)
+
+    def texts(self) -> list[str] | None:
+        """The inputs as strings, or None when they are token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, str) for item in self.input):
+            return [str(item) for item in self.input]
+        return None
+
+    def token_ids(self) -> list[list[int]] | None:
+        """The inputs as token-id arrays, or None when they are strings."""
+        if isinstance(self.input, str) or not self.input:
+            return None
+        first = self.input[0]
+        if isinstance(first, int):
+            return [[int(i) for i in self.input if isinstance(i, int)]]
+        if isinstance(first, list):
+            return [list(ids) for ids in self.input if isinstance(ids, list)]
+        return None
+
+    def wants_truncation(self, max_length: int) -> bool:
+        """True when the client asked for truncation at (or beyond) the model's limit.
+
+        vLLM's ``truncate_prompt_tokens`` below the model's limit asks for a cut the embedding
+        pipeline does not make; the serving layer refuses it with ``truncation_below``.
+        """
+        tokens = self.truncate_prompt_tokens
+        return self.truncate or tokens == -1 or (tokens is not None and tokens >= max_length)
+
+    def truncation_below(self, max_length: int) -> bool:
+        tokens = self.truncate_prompt_tokens
+        return tokens is not None and 0 <= tokens < max_length
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str  # base64: little-endian float32, as OpenAI sends it
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+    @classmethod
+    def build(
+        cls,
+        model: str,
+        vectors: Sequence[Sequence[float]] | np.ndarray[Any, Any],
+        prompt_tokens: int,
+        encoding_format: Literal["float", "base64"] = "float",
+    ) -> EmbeddingResponse:
+        return cls(
+            model=model,
+            data=[
+                EmbeddingData(index=i, embedding=encode_embedding(v, encoding_format))
+                for i, v in enumerate(vectors)
+            ],
+            usage=EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens),
+        )
+
+
+def encode_embedding(
+    vector: Sequence[float] | np.ndarray[Any, Any], encoding_format: Literal["float", "base64"]
+) -> list[float] | str:
+    array = np.asarray(vector, dtype="<f4")
+    if encoding_format == "base64":
+        return base64.b64encode(array.tobytes()).decode("ascii")
+    return [float(x) for x in array]
+
+
+# ---------------------------------------------------------------- /v1/rerank, /rerank, /v2/rerank
+
+
+class RerankDocument(_Lenient):
+    text: str
+
+
+class RerankRequest(_Lenient):
+    model: str = Field(min_length=1)
+    query: str
+    documents: list[str | RerankDocument] = Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS)
+    # None or 0 (vLLM's "all"): every document, ranked.
+    top_n: int | None = Field(default=None, ge=0)
+    return_documents: bool = True
+    # Cohere v2: each document is cut to this many tokens; the model's own limit applies anyway.
+    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+class RerankResultDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankResultDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        response_id: str,
+        model: str,
+        request: RerankRequest,
+        scores: Sequence[float],
+        total_tokens: int,
+    ) -> RerankResponse:
+        """Results sorted by score, best first (ties in document order), cut to ``top_n``."""
+        texts = request.texts()
+        order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        if request.top_n:
+            order = order[: request.top_n]
+        results = [
+            RerankResult(
+                index=i,
+                relevance_score=float(scores[i]),
+                document=RerankResultDocument(text=texts[i]) if request.return_documents else None,
+            )
+            for i in order
+        ]
+        return cls(
+            id=response_id,
+            model=model,
+            results=results,
+            usage=RerankUsage(total_tokens=total_tokens),
+        )
+
+
+# ---------------------------------------------------------------- /v1/completions
+
+
+class CompletionRequest(_Lenient):
+    model: str = Field(min_length=1)
+    prompt: (
+        StrictStr
+        | Annotated[list[StrictStr], Field(min_length=1)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(min_length=1)]
+    )
+    suffix: str | None = None
+    # OpenAI's default is 16; 0 with ``echo`` scores the prompt without generating.
+    max_tokens: int | None = Field(default=16, ge=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=-1)
+    n: int = Field(default=1, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    min_tokens: int | None = Field(default=None, ge=0)
+    ignore_eos: bool = False
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    best_of: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        return _check_inputs(value, "prompt")
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionRequest:
+        if self.n != 1:
+            raise ValueError("n must be 1: one completion per prompt")
+        if self.best_of not in (None, 1):
+            raise ValueError("best_of must be 1")
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens must be at least 1 (0 only with echo)")
+        if self.suffix is not None and self.echo:
+            raise ValueError("echo cannot be combined with suffix")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed with stream: true")
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len([s for s in stops if s]) > 4:
+            raise ValueError("at most 4 stop sequences are supported")
+        return self
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return [s for s in stops if s]
+
+    def prompts(self) -> list[str] | list[list[int]]:
+        """One entry per prompt: strings, or token-id arrays. Each gets its own choice."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        first = self.prompt[0]
+        if isinstance(first, str):
+            return [str(p) for p in self.prompt]
+        if isinstance(first, int):
+            return [[int(i) for i in self.prompt if isinstance(i, int)]]
+        return [list(ids) for ids in self.prompt if isinstance(ids, list)]
+
+
+class CompletionLogprobs(BaseModel):
+    """OpenAI's legacy shape: parallel lists, one entry per token (``None`` where there is no
+    log probability, e.g. the first prompt token under ``echo``)."""
+
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] | None = None
+    text_offset: list[int] = Field(default_factory=list)
+
+
+CompletionFinishReason = Literal["stop", "length"]
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: CompletionFinishReason | None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+
+
+class CompletionChunk(BaseModel):
+    """A streamed piece: ``choices[0].text`` is the new text; the last choice chunk carries
+    ``finish_reason``; with ``include_usage`` a final chunk has ``choices: []`` and ``usage``."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+
+
+# ---------------------------------------------------------------- /tokenize, /detokenize (vLLM)
+
+
+class TokenizeRequest(_Lenient):
+    """vLLM's two forms in one model: ``prompt`` (completion) or ``messages`` (chat)."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    # vLLM's defaults: special tokens for a bare prompt; none for chat (the template has them).
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give either 'prompt' or 'messages'")
+        if self.messages is not None and not self.messages:
+            raise ValueError("'messages' must not be empty")
+        return self
+
+    def special_tokens(self) -> bool:
+        if self.add_special_tokens is not None:
+            return self.add_special_tokens
+        return self.prompt is not None
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int | None
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(_Lenient):
+    model: str | None = None
+    tokens: list[TokenId]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str
