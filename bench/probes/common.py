@@ -34,6 +34,7 @@ SMOLLM2 = "SmolLM2-135M-Instruct"
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def tiny_model() -> Path:
