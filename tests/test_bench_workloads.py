@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import workloads  # noqa: E402
 
-from ov_llm_server import structured  # noqa: E402
+from ov_llm_server.output import plan_output  # noqa: E402
 from ov_llm_server.protocol import ChatCompletionRequest  # noqa: E402
 
 EXPECTED = {"chat", "shared_prefix", "copy_edit", "tool_call", "draft"}
@@ -28,9 +28,8 @@ def test_requests_validate_as_the_server_reads_them(name: str) -> None:
     for request in workload.requests:
         body = {"model": "m", "max_tokens": workload.max_tokens, **request.openai_fields()}
         parsed = ChatCompletionRequest.model_validate(body)
-        structured.check_tool_choice(parsed)
         # Forced calls must compile to a grammar on the server, or the workload measures a 400.
-        grammar = structured.build_grammar(parsed, "", None)
+        grammar = plan_output(parsed, "<tool_call>", None).grammar
         assert (grammar is not None) == (name == "tool_call")
 
 
