@@ -35,6 +35,11 @@ MAX_RESTART_BACKOFF_SECONDS = 60.0
 STABLE_AFTER_SECONDS = 60.0
 
 
+def restart_backoff(crashes: int) -> float:
+    """Seconds to wait before restarting after ``crashes`` deaths in a row: 0, 1, 2, 4 ... 60."""
+    return 0.0 if crashes <= 1 else min(2.0 ** (crashes - 2), MAX_RESTART_BACKOFF_SECONDS)
+
+
 class EngineState(StrEnum):
     LOADING = "loading"
     READY = "ready"
@@ -214,11 +219,7 @@ class Supervisor:
         self._crashes += 1
         self.restarts += 1
         self.last_error = engine.exit_description
-        backoff = (
-            0.0
-            if self._crashes == 1
-            else min(2.0 ** (self._crashes - 2), MAX_RESTART_BACKOFF_SECONDS)
-        )
+        backoff = restart_backoff(self._crashes)
         log.error(
             "engine of model %s (pid %s) %s; restarting it%s",
             self.name,
