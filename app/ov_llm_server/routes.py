@@ -17,8 +17,22 @@ from .capabilities import card_facts
 from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
+from .protocol_surface import (
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    RerankRequest,
+    TokenizeRequest,
+)
 from .registry import ModelEntry, resolve_model_path
-from .serving import ChatService
+from .serving import (
+    ChatService,
+    CompletionService,
+    DetokenizeService,
+    EmbeddingService,
+    RerankService,
+    TokenizeService,
+)
 
 
 def require_api_key(request: Request) -> None:
@@ -48,6 +62,8 @@ Models = Annotated[ModelManager, Depends(_models)]
 
 public = APIRouter()
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+# vLLM's and Cohere's paths outside /v1, behind the same key.
+root = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 @public.get("/health")
@@ -104,6 +120,7 @@ def _engine_status(slot: ModelSlot) -> dict[str, Any]:
     return {
         "name": slot.name,
         "path": str(slot.resolved.path),
+        "kind": slot.resolved.kind,
         "state": supervisor.state.value,
         "pid": supervisor.pid,
         "device": supervisor.device,
@@ -172,6 +189,38 @@ async def get_model(name: str, models: Models) -> ModelCard:
 @v1.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     service: ChatService = request.app.state.chat
+    return await service.create(body, request)
+
+
+@v1.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    service: CompletionService = request.app.state.completions
+    return await service.create(body, request)
+
+
+@v1.post("/embeddings", response_model=None)
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    service: EmbeddingService = request.app.state.embeddings
+    return await service.create(body, request)
+
+
+@v1.post("/rerank", response_model=None)
+@root.post("/rerank", response_model=None, include_in_schema=False)
+@root.post("/v2/rerank", response_model=None, include_in_schema=False)
+async def rerank(body: RerankRequest, request: Request) -> Response:
+    service: RerankService = request.app.state.rerank
+    return await service.create(body, request)
+
+
+@root.post("/tokenize", response_model=None)
+async def tokenize(body: TokenizeRequest, request: Request) -> Response:
+    service: TokenizeService = request.app.state.tokenize
+    return await service.create(body, request)
+
+
+@root.post("/detokenize", response_model=None)
+async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
+    service: DetokenizeService = request.app.state.detokenize
     return await service.create(body, request)
 
 
