@@ -1,5 +1,5 @@
-"""Embedding and rerank models (engine/core/encoders.py) on the tiny encoders, against references on the
-same weights: sentence-transformers for vectors, transformers for scores."""
+"""Embedding and rerank models (engine/core/encoders.py) on the tiny encoders, against
+references on the same weights: sentence-transformers for vectors, transformers for scores."""
 
 from __future__ import annotations
 

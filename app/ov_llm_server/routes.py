@@ -25,14 +25,7 @@ from .protocol_surface import (
     TokenizeRequest,
 )
 from .registry import ModelEntry, resolve_model_path
-from .serving import (
-    ChatService,
-    CompletionService,
-    DetokenizeService,
-    EmbeddingService,
-    RerankService,
-    TokenizeService,
-)
+from .serving.common import Service
 
 
 def require_api_key(request: Request) -> None:
@@ -186,42 +179,41 @@ async def get_model(name: str, models: Models) -> ModelCard:
     raise errors.model_not_found(name)
 
 
+async def _serve(request: Request, service: str, body: Any) -> Response:
+    served: Service = getattr(request.app.state, service)
+    return await served.create(body, request)
+
+
 @v1.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    service: ChatService = request.app.state.chat
-    return await service.create(body, request)
+    return await _serve(request, "chat", body)
 
 
 @v1.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    service: CompletionService = request.app.state.completions
-    return await service.create(body, request)
+    return await _serve(request, "completions", body)
 
 
 @v1.post("/embeddings", response_model=None)
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
-    service: EmbeddingService = request.app.state.embeddings
-    return await service.create(body, request)
+    return await _serve(request, "embeddings", body)
 
 
 @v1.post("/rerank", response_model=None)
 @root.post("/rerank", response_model=None, include_in_schema=False)
 @root.post("/v2/rerank", response_model=None, include_in_schema=False)
 async def rerank(body: RerankRequest, request: Request) -> Response:
-    service: RerankService = request.app.state.rerank
-    return await service.create(body, request)
+    return await _serve(request, "rerank", body)
 
 
 @root.post("/tokenize", response_model=None)
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
-    service: TokenizeService = request.app.state.tokenize
-    return await service.create(body, request)
+    return await _serve(request, "tokenize", body)
 
 
 @root.post("/detokenize", response_model=None)
 async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
-    service: DetokenizeService = request.app.state.detokenize
-    return await service.create(body, request)
+    return await _serve(request, "detokenize", body)
 
 
 def _device(slot: ModelSlot | None) -> str | None:

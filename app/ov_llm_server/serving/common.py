@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -160,27 +160,36 @@ class Service:
                 ) from None
             raise errors.timed_out(self.settings.request_timeout_seconds) from None
 
+    async def create(self, body: Any, request: Request) -> Response:
+        """Serves one request of this endpoint."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------ one request, one reply
 
     async def ask(
         self,
         request: Request,
-        record: Record,
-        lease: Lease,
+        model: str | None,
         build: Callable[[LoadedModel], Callable[[int], Work]],
-        answer: Callable[[LoadedModel, Reply], Response],
+        answer: Callable[[Record, LoadedModel, Reply], Response],
+        *,
+        inputs: int | None = None,
     ) -> Response:
-        """An encoder's or tokenizer's request: ``build`` makes its message for the loaded
-        model (or refuses it), the engine replies once, ``answer`` shapes the reply."""
+        """An encoder's or tokenizer's request: admitted for ``model``, ``build`` makes its
+        message for the loaded model (or refuses it), the engine replies once, ``answer``
+        shapes the reply. ``inputs``: an encoder request's count, for its log line."""
+        record = self.open(request, model or "-")
+        record.inputs = inputs
+        lease = self.admit(record, None if model else _model_required)
 
-        async def submit(model: LoadedModel) -> tuple[LoadedModel, Reply]:
-            make = build(model)
+        async def submit(loaded: LoadedModel) -> tuple[LoadedModel, Reply]:
+            make = build(loaded)
             pending: PendingReply | None = None
             try:
-                pending = model.engine.ask(make)
-                return model, await pending.reply()
+                pending = loaded.engine.ask(make)
+                return loaded, await pending.reply()
             except EngineGone as exc:
-                raise failure(exc, model.name) from exc
+                raise failure(exc, loaded.name) from exc
             finally:
                 if pending is not None and not pending.done:
                     pending.cancel()  # the client left, or the deadline passed
@@ -188,11 +197,12 @@ class Service:
         result = await self.until_ready(request, record, lease, self.deadline(), submit)
         if result is None:
             return Response(status_code=499)
-        model, reply = result
+        loaded, reply = result
         try:
             if isinstance(reply, Refused):
                 raise refusal(reply, record.model)
-            return answer(model, reply)
+            record.finish_reason = "stop"
+            return answer(record, loaded, reply)
         except errors.APIError as exc:
             record.status = exc.status
             raise
@@ -267,6 +277,13 @@ class Service:
             str(record.stream).lower(),
             extra,
         )
+
+
+def _model_required() -> None:
+    raise errors.bad_request(
+        "'model' is required: this server serves several models, each with its own tokenizer",
+        param="model",
+    )
 
 
 def refusal(reply: Refused, model: str) -> errors.APIError:

@@ -9,6 +9,7 @@ the model's length refused (400) unless truncation is asked for (``truncate``, o
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from fastapi import Request
@@ -18,7 +19,7 @@ from .. import errors
 from ..engine.messages import Embed, Embedded, Reply, Work
 from ..model_manager import LoadedModel
 from ..protocol_surface import EmbeddingRequest, EmbeddingResponse
-from .common import Service
+from .common import Record, Service
 
 
 class EmbeddingService(Service):
@@ -27,10 +28,7 @@ class EmbeddingService(Service):
     log_name = "embedding"
 
     async def create(self, body: EmbeddingRequest, request: Request) -> Response:
-        record = self.open(request, body.model)
         texts, token_ids = body.texts(), body.token_ids()
-        record.inputs = len(texts or token_ids or ())
-        lease = self.admit(record)
 
         def build(model: LoadedModel) -> Callable[[int], Work]:
             max_length = model.engine.context_length or 0
@@ -41,22 +39,24 @@ class EmbeddingService(Service):
                     param="truncate_prompt_tokens",
                     code="unsupported_value",
                 )
-            truncate = body.wants_truncation(max_length)
+            return partial(
+                Embed,
+                texts=texts,
+                token_ids=token_ids,
+                prompt_name=body.prompt_name,
+                truncate=body.wants_truncation(max_length),
+                dimensions=body.dimensions,
+            )
 
-            def make(rid: int) -> Embed:
-                return Embed(rid, texts, token_ids, body.prompt_name, truncate, body.dimensions)
-
-            return make
-
-        def answer(model: LoadedModel, reply: Reply) -> Response:
+        def answer(record: Record, model: LoadedModel, reply: Reply) -> Response:
             assert isinstance(reply, Embedded)
             record.prompt_tokens = sum(reply.token_counts)
             record.batch = reply.batch
-            record.finish_reason = "stop"
             vectors = np.frombuffer(reply.vectors, dtype="<f4").reshape(-1, reply.dimension)
             response = EmbeddingResponse.build(
                 body.model, vectors, record.prompt_tokens, body.encoding_format
             )
             return JSONResponse(response.model_dump())
 
-        return await self.ask(request, record, lease, build, answer)
+        inputs = len(texts or token_ids or ())
+        return await self.ask(request, body.model, build, answer, inputs=inputs)

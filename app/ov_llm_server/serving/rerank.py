@@ -4,6 +4,7 @@ LiteLLM's rerank providers send, served by a cross-encoder's engine."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -13,7 +14,7 @@ from ..engine.messages import Ranked, Reply, Rerank, Work
 from ..model_manager import LoadedModel
 from ..protocol import new_id
 from ..protocol_surface import RerankRequest, RerankResponse
-from .common import Service
+from .common import Record, Service
 
 
 class RerankService(Service):
@@ -22,10 +23,7 @@ class RerankService(Service):
     log_name = "rerank"
 
     async def create(self, body: RerankRequest, request: Request) -> Response:
-        record = self.open(request, body.model)
         documents = body.texts()
-        record.inputs = len(documents)
-        lease = self.admit(record)
 
         def build(model: LoadedModel) -> Callable[[int], Work]:
             max_length = model.engine.context_length or 0
@@ -36,17 +34,12 @@ class RerankService(Service):
                     param="max_tokens_per_doc",
                     code="unsupported_value",
                 )
+            return partial(Rerank, query=body.query, documents=documents)
 
-            def make(rid: int) -> Rerank:
-                return Rerank(rid, body.query, documents)
-
-            return make
-
-        def answer(model: LoadedModel, reply: Reply) -> Response:
+        def answer(record: Record, model: LoadedModel, reply: Reply) -> Response:
             assert isinstance(reply, Ranked)
             record.prompt_tokens = reply.tokens
             record.batch = reply.batch
-            record.finish_reason = "stop"
             response = RerankResponse.build(
                 response_id=new_id("rerank"),
                 model=body.model,
@@ -56,4 +49,4 @@ class RerankService(Service):
             )
             return JSONResponse(response.model_dump(exclude_none=True))
 
-        return await self.ask(request, record, lease, build, answer)
+        return await self.ask(request, body.model, build, answer, inputs=len(documents))

@@ -7,11 +7,11 @@ one reply back, answered between pipeline steps.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import errors
 from ..engine.messages import Detokenize, Detokenized, Reply, Tokenize, Tokenized, Work
 from ..model_manager import LoadedModel
 from ..protocol_surface import (
@@ -21,19 +21,7 @@ from ..protocol_surface import (
     TokenizeResponse,
 )
 from .chat import template_message
-from .common import Service
-
-
-def _named(model: str | None) -> Callable[[], None]:
-    def check() -> None:
-        if model is None:
-            raise errors.bad_request(
-                "'model' is required: this server serves several models, each with its own "
-                "tokenizer",
-                param="model",
-            )
-
-    return check
+from .common import Record, Service
 
 
 class TokenizeService(Service):
@@ -41,26 +29,18 @@ class TokenizeService(Service):
     log_name = "tokenize"
 
     async def create(self, body: TokenizeRequest, request: Request) -> Response:
-        record = self.open(request, body.model or "-")
-        lease = self.admit(record, _named(body.model))
         messages = [template_message(m) for m in body.messages] if body.messages else None
+        work = partial(
+            Tokenize,
+            prompt=body.prompt,
+            messages=messages,
+            add_special_tokens=body.special_tokens(),
+            add_generation_prompt=body.add_generation_prompt,
+            token_strs=body.return_token_strs,
+        )
 
-        def build(model: LoadedModel) -> Callable[[int], Work]:
-            def make(rid: int) -> Tokenize:
-                return Tokenize(
-                    rid,
-                    body.prompt,
-                    messages,
-                    body.special_tokens(),
-                    body.add_generation_prompt,
-                    body.return_token_strs,
-                )
-
-            return make
-
-        def answer(model: LoadedModel, reply: Reply) -> Response:
+        def answer(record: Record, model: LoadedModel, reply: Reply) -> Response:
             assert isinstance(reply, Tokenized)
-            record.finish_reason = "stop"
             response = TokenizeResponse(
                 count=len(reply.ids),
                 max_model_len=model.engine.context_length,
@@ -69,7 +49,7 @@ class TokenizeService(Service):
             )
             return JSONResponse(response.model_dump(exclude_none=True))
 
-        return await self.ask(request, record, lease, build, answer)
+        return await self.ask(request, body.model, _always(work), answer)
 
 
 class DetokenizeService(Service):
@@ -77,18 +57,14 @@ class DetokenizeService(Service):
     log_name = "detokenize"
 
     async def create(self, body: DetokenizeRequest, request: Request) -> Response:
-        record = self.open(request, body.model or "-")
-        lease = self.admit(record, _named(body.model))
-
-        def build(model: LoadedModel) -> Callable[[int], Work]:
-            def make(rid: int) -> Detokenize:
-                return Detokenize(rid, body.tokens)
-
-            return make
-
-        def answer(model: LoadedModel, reply: Reply) -> Response:
+        def answer(record: Record, model: LoadedModel, reply: Reply) -> Response:
             assert isinstance(reply, Detokenized)
-            record.finish_reason = "stop"
             return JSONResponse(DetokenizeResponse(prompt=reply.text).model_dump())
 
-        return await self.ask(request, record, lease, build, answer)
+        work = partial(Detokenize, tokens=body.tokens)
+        return await self.ask(request, body.model, _always(work), answer)
+
+
+def _always(work: Callable[[int], Work]) -> Callable[[LoadedModel], Callable[[int], Work]]:
+    """The same message whatever the model: nothing to check against it."""
+    return lambda _: work

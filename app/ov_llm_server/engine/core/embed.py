@@ -8,18 +8,17 @@ alone (400), and one ``embed_documents`` call embeds the rest.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...textutil import one_line
-from ..messages import STOPPED, Embed, Embedded, EngineConfig, Generate, Refused, Work
+from ..messages import Embed, Embedded, EngineConfig, Generate, Refused, Work
 from . import faults
 from .encoders import EmbeddingModel, EncoderInputError, InputTooLong
 from .pipelines import encoder_properties
-from .runner import Result
+from .runner import EncoderQueue, Result
 from .tokens import Vocabulary
 
 
@@ -31,11 +30,11 @@ class _Waiting:
     dimensions: int | None
 
 
-class EmbeddingRunner:
+class EmbeddingRunner(EncoderQueue[_Waiting]):
     accepts: tuple[type[Generate | Work], ...] = (Embed,)
-    chat_template = ""
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
+        super().__init__()
         self.model = EmbeddingModel(
             path,
             config.device,
@@ -46,12 +45,6 @@ class EmbeddingRunner:
         self.vocabulary = Vocabulary(self.model.tokenizer)
         self.context_length: int | None = self.model.max_length
         self.dimension: int | None = self.model.dimension
-        self._waiting: deque[_Waiting] = deque()
-        self._running: list[_Waiting] = []
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting)
 
     def add(self, message: Generate | Work) -> Result | None:
         """Checks one request and queues it for the next batch; a bad one is refused alone."""
@@ -104,18 +97,3 @@ class EmbeddingRunner:
             replies.append(Embedded(waiting.rid, data, int(rows.shape[1]), own, len(texts)))
         self._running = []
         return replies
-
-    def cancel(self, rid: int) -> Result | None:
-        self._waiting = deque(w for w in self._waiting if w.rid != rid)
-        return None  # the HTTP side forgot the request already
-
-    def cancel_all(self) -> list[Result]:
-        stopped: list[Result] = [Refused(w.rid, STOPPED, code="cancelled") for w in self._waiting]
-        self._waiting.clear()
-        return stopped
-
-    def fail_all(self, error: str) -> list[Result]:
-        failed: list[Result] = [Refused(w.rid, error) for w in [*self._running, *self._waiting]]
-        self._running = []
-        self._waiting.clear()
-        return failed

@@ -7,23 +7,22 @@ in chunks of ``EngineConfig.encoder_batch``), in their order.
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
-from ..messages import STOPPED, EngineConfig, Generate, Ranked, Refused, Rerank, Work
+from ..messages import EngineConfig, Generate, Ranked, Rerank, Work
 from . import faults
 from .encoders import RerankModel
 from .pipelines import encoder_properties
-from .runner import Result
+from .runner import EncoderQueue, Result
 from .tokens import Vocabulary
 
 
-class RerankRunner:
+class RerankRunner(EncoderQueue[Rerank]):
     accepts: tuple[type[Generate | Work], ...] = (Rerank,)
-    chat_template = ""
     dimension: int | None = None
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
+        super().__init__()
         self.model = RerankModel(
             path,
             config.device,
@@ -32,12 +31,6 @@ class RerankRunner:
         )
         self.vocabulary = Vocabulary(self.model.tokenizer)
         self.context_length: int | None = self.model.max_length
-        self._waiting: deque[Rerank] = deque()
-        self._running: list[Rerank] = []
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting)
 
     def add(self, message: Generate | Work) -> Result | None:
         assert isinstance(message, Rerank)
@@ -57,18 +50,3 @@ class RerankRunner:
             )
         self._running = []
         return replies
-
-    def cancel(self, rid: int) -> Result | None:
-        self._waiting = deque(r for r in self._waiting if r.rid != rid)
-        return None  # the HTTP side forgot the request already
-
-    def cancel_all(self) -> list[Result]:
-        stopped: list[Result] = [Refused(r.rid, STOPPED, code="cancelled") for r in self._waiting]
-        self._waiting.clear()
-        return stopped
-
-    def fail_all(self, error: str) -> list[Result]:
-        failed: list[Result] = [Refused(r.rid, error) for r in [*self._running, *self._waiting]]
-        self._running = []
-        self._waiting.clear()
-        return failed

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import deque
+from typing import Generic, Protocol, TypeVar
 
-from ..messages import Generate, Output, Reply, Work
+from ..messages import STOPPED, Generate, Output, Refused, Reply, Work
 from .tokens import Vocabulary
 
 # What a runner hands back to the loop: a generation's output, or a one-shot reply.
@@ -37,3 +38,41 @@ class Runner(Protocol):
 
     def fail_all(self, error: str) -> list[Result]:
         """Ends every request with an error (the engine is about to exit)."""
+
+
+class _Request(Protocol):
+    @property
+    def rid(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Request)
+
+
+class EncoderQueue(Generic[R]):
+    """An encoder runner's requests: waiting for a step, then running in it. The HTTP side
+    forgets a request it cancels, so a cancelled one just leaves the queue."""
+
+    chat_template = ""
+
+    def __init__(self) -> None:
+        self._waiting: deque[R] = deque()
+        self._running: list[R] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting)
+
+    def cancel(self, rid: int) -> Result | None:
+        self._waiting = deque(r for r in self._waiting if r.rid != rid)
+        return None
+
+    def cancel_all(self) -> list[Result]:
+        stopped: list[Result] = [Refused(r.rid, STOPPED, code="cancelled") for r in self._waiting]
+        self._waiting.clear()
+        return stopped
+
+    def fail_all(self, error: str) -> list[Result]:
+        failed: list[Result] = [Refused(r.rid, error) for r in [*self._running, *self._waiting]]
+        self._running = []
+        self._waiting.clear()
+        return failed
