@@ -32,6 +32,7 @@ from tiny_encoders import (
 pytestmark = pytest.mark.slow
 
 TEXTS = DOCUMENTS + QUERIES
+BATCH = 8
 LONG_TEXT = "the quick brown fox jumps over the lazy dog " * 8  # about 80 tokens
 
 
@@ -45,7 +46,8 @@ def live(
     server_factory: Any, encoder_registry: dict[str, Any], tiny_registry: dict[str, Any]
 ) -> LiveServer:
     registry = {**encoder_registry, "tiny-int8": tiny_registry["tiny-int8"]}
-    return server_factory(registry, OV_MAX_LOADED_MODELS="4")
+    # Batches of 8 inputs: the requests here fill several, and some span more than one.
+    return server_factory(registry, OV_MAX_LOADED_MODELS="4", OV_ENCODER_MAX_BATCH=str(BATCH))
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +171,7 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_vectors(
     requests = [TEXTS[i : i + 1 + i % 3] for i in range(len(TEXTS))] * 3
     single = [vectors_of(embed(live, input=texts)) for texts in requests[: len(TEXTS)]]
     before = batch_histogram(live)
+    logged_before = len(live.log())
 
     def send(texts: list[str]) -> httpx.Response:
         return embed(live, input=texts)
@@ -183,8 +186,30 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_vectors(
     assert after["count"] - before["count"] == len(requests)
     own_inputs = sum(len(texts) for texts in requests)
     assert after["sum"] - before["sum"] > own_inputs
-    logged = [int(m) for m in re.findall(r"embedding request_id=\S+ .* batch=(\d+)", live.log())]
+    lines = live.log()[logged_before:]
+    logged = [int(m) for m in re.findall(r"embedding request_id=\S+ .* batch=(\d+)", lines)]
     assert max(logged) > 3  # no request here has more than 3 inputs
+    assert max(logged) <= BATCH
+
+
+def test_a_request_larger_than_a_batch_spans_several(live: LiveServer, reference: Any) -> None:
+    """24 inputs with batches of 8: three model calls, one answer, in the inputs' order."""
+    many = TEXTS * 3
+    vectors = vectors_of(embed(live, input=many))
+    assert cosines(vectors, np.tile(reference, (3, 1))).min() >= 0.999
+    line = live.wait_for_log("inputs=24 ")
+    assert line.endswith(f"batch={BATCH}")
+    error = error_of(embed(live, input=[*TEXTS, *TEXTS, LONG_TEXT]), 400)
+    assert "input 16 has" in error["message"]  # found in the third call, still named right
+    ranked = post(
+        live, "/v1/rerank", {"model": "rr", "query": QUERIES[0], "documents": DOCUMENTS * 2}
+    )
+    once = post(live, "/v1/rerank", {"model": "rr", "query": QUERIES[0], "documents": DOCUMENTS})
+    scores = {r["index"]: r["relevance_score"] for r in ranked.json()["results"]}
+    for result in once.json()["results"]:
+        index = result["index"]
+        assert scores[index] == pytest.approx(result["relevance_score"], abs=1e-5)
+        assert scores[index + len(DOCUMENTS)] == pytest.approx(scores[index], abs=1e-5)
 
 
 def batch_histogram(live: LiveServer) -> dict[str, float]:

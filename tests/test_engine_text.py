@@ -9,6 +9,7 @@ import openvino_genai as og
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ov_llm_server.engine.core.llm import FIM_MARKERS, fim_markers, fim_prompt
 from ov_llm_server.engine.core.text import (
     IncrementalDetokenizer,
     StopMatcher,
@@ -97,3 +98,16 @@ def test_token_logprobs_follow_the_text_sent_and_stop_where_it_was_cut() -> None
     # A stop sequence "wor" cut the text after "Hello ": " wor" starts inside what was sent.
     assert held.release("lo ") == [("lo", -0.2), (" wor", -0.3)]
     assert held.rest() == [("ld", -0.4)]
+
+
+def test_fill_in_the_middle_takes_the_markers_that_are_single_tokens(tiny_ir_int8: Path) -> None:
+    """The tiny model has no FIM tokens: 'suffix' is refused for it (test_completions.py);
+    a vocabulary with one family's markers as tokens gets that family's prompt."""
+    tokenizer = og.Tokenizer(str(tiny_ir_int8))
+    assert fim_markers(lambda text: len(_ids(tokenizer, text)) == 1) is None
+    starcoder = set(FIM_MARKERS[1])
+    markers = fim_markers(lambda text: text in starcoder)
+    assert markers == ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+    assert fim_prompt(markers, "def f(", "\n    return x") == (
+        "<fim_prefix>def f(<fim_suffix>\n    return x<fim_middle>"
+    )

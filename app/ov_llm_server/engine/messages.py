@@ -2,9 +2,10 @@
 
 Both sides import this module and nothing else of each other. Each message is one
 msgpack-encoded msgspec struct in one zmq message. The engine answers with one
-:class:`Step` per pipeline step carrying every request's new text, never a message per
-token per request: at 8 streams that is 8 times fewer messages to encode, send and wake
-the HTTP process for.
+:class:`Step` per pipeline step carrying every generation's new text (an :class:`Output`
+each) and every one-shot request's :class:`Reply` (embeddings, rerank, tokenize), never a
+message per token per request: at 8 streams that is 8 times fewer messages to encode, send
+and wake the HTTP process for. Vectors travel as raw float32 bytes.
 
 Why pyzmq and msgspec: zmq frames messages, buffers them in its own I/O thread (a slow
 reader never blocks the engine's step loop, which holds the GIL) and plugs into asyncio

@@ -1,15 +1,17 @@
 """Embeddings inside the engine process, batched dynamically.
 
-Every request the loop took since the last step (up to ``EngineConfig.encoder_batch``
-inputs; a request larger than that goes alone) rides in one pipeline call: one tokenizer
-call counts the tokens of all of them, each request's over-length inputs end that request
-alone (400), and one ``embed_documents`` call embeds the rest.
+Every request waiting at a step rides in one pipeline call of up to
+``EngineConfig.encoder_batch`` inputs, in their order: one tokenizer call counts the tokens
+of them all, a request with an over-length input ends alone (400), one ``embed_documents``
+call embeds the rest. A request larger than a batch is served over several steps, so that
+no step outlasts the engine's stall limit, and is answered once its last input is in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,10 @@ class _Waiting:
     inputs: list[str]
     truncate: bool
     dimensions: int | None
+    taken: int = 0  # inputs handed to a batch so far
+    vectors: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    batch: int = 0  # the largest call that served it
 
 
 class EmbeddingRunner(EncoderQueue[_Waiting]):
@@ -62,38 +68,51 @@ class EmbeddingRunner(EncoderQueue[_Waiting]):
         self._waiting.append(_Waiting(message.rid, inputs, message.truncate, message.dimensions))
         return None
 
-    def _take(self) -> list[_Waiting]:
-        """The waiting requests that fit in one batch, in their order (at least one)."""
-        batch = [self._waiting.popleft()]
-        size = len(batch[0].inputs)
-        while self._waiting and size + len(self._waiting[0].inputs) <= self._batch:
-            size += len(self._waiting[0].inputs)
-            batch.append(self._waiting.popleft())
-        return batch
+    def _take(self) -> list[tuple[_Waiting, int, int]]:
+        """The next batch: (request, first input, end) in the requests' order, up to the
+        batch size; a request that is all taken leaves the queue."""
+        parts: list[tuple[_Waiting, int, int]] = []
+        room = self._batch
+        while self._waiting and room:
+            waiting = self._waiting[0]
+            end = min(len(waiting.inputs), waiting.taken + room)
+            parts.append((waiting, waiting.taken, end))
+            room -= end - waiting.taken
+            waiting.taken = end
+            if end == len(waiting.inputs):
+                self._waiting.popleft()
+        return parts
 
     def step(self) -> list[Result]:
         faults.check("step")
-        self._running = self._take()
-        counts = self.model.count_tokens([text for w in self._running for text in w.inputs])
+        parts = self._take()
+        self._running = [waiting for waiting, *_ in parts]
+        counts = self.model.count_tokens([t for w, a, b in parts for t in w.inputs[a:b]])
         replies: list[Result] = []
-        served: list[tuple[_Waiting, list[int]]] = []
-        start = 0
-        for waiting in self._running:
-            own = counts[start : start + len(waiting.inputs)]
-            start += len(waiting.inputs)
+        served: list[tuple[_Waiting, int, int]] = []
+        for waiting, start, end in parts:
+            own = counts[: end - start]
+            counts = counts[end - start :]
             try:
-                served.append((waiting, self.model.fit(own, waiting.truncate)))
+                waiting.counts += self.model.fit(own, waiting.truncate, start)
             except InputTooLong as exc:
                 replies.append(
                     Refused(waiting.rid, str(exc), code="context_length_exceeded", param="input")
                 )
-        texts = [text for waiting, _ in served for text in waiting.inputs]
+                self.cancel(waiting.rid)  # the rest of a large request is not wanted
+                continue
+            served.append((waiting, start, end))
+        texts = [text for waiting, start, end in served for text in waiting.inputs[start:end]]
         vectors = self.model.run(texts)
-        start = 0
-        for waiting, own in served:
-            rows = self.model.finish(vectors[start : start + len(own)], waiting.dimensions)
-            start += len(own)
-            data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
-            replies.append(Embedded(waiting.rid, data, int(rows.shape[1]), own, len(texts)))
+        for waiting, start, end in served:
+            waiting.vectors.append(vectors[: end - start])
+            vectors = vectors[end - start :]
+            waiting.batch = max(waiting.batch, len(texts))
+            if end == len(waiting.inputs):
+                rows = self.model.finish(np.concatenate(waiting.vectors), waiting.dimensions)
+                data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
+                replies.append(
+                    Embedded(waiting.rid, data, int(rows.shape[1]), waiting.counts, waiting.batch)
+                )
         self._running = []
         return replies

@@ -215,10 +215,11 @@ class EmbeddingModel:
             counts += _token_counts(self.tokenizer.encode(list(texts[part])))
         return counts
 
-    def fit(self, counts: Sequence[int], truncate: bool) -> list[int]:
-        """One request's token counts as the model reads them: over-length inputs are refused
-        (:class:`InputTooLong`), or cut to the model's maximum when truncation was asked for."""
-        for index, count in enumerate(counts):
+    def fit(self, counts: Sequence[int], truncate: bool, first: int = 0) -> list[int]:
+        """One request's token counts (of its inputs from ``first`` on) as the model reads
+        them: over-length inputs are refused (:class:`InputTooLong`), or cut to the model's
+        maximum when truncation was asked for."""
+        for index, count in enumerate(counts, start=first):
             if count > self.max_length and not truncate:
                 raise InputTooLong(index, count, self.max_length)
         return [min(count, self.max_length) for count in counts]

@@ -14,6 +14,7 @@ alternatives), for generated tokens and, with ``echo``, for the prompt's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,16 @@ FIM_MARKERS = (
 )
 
 
+def fim_markers(is_token: Callable[[str], bool]) -> tuple[str, str, str] | None:
+    """The first family of fill-in-the-middle markers that are each one token of the model."""
+    return next((m for m in FIM_MARKERS if all(is_token(marker) for marker in m)), None)
+
+
+def fim_prompt(markers: tuple[str, str, str], prefix: str, suffix: str) -> str:
+    begin, hole, end = markers
+    return f"{begin}{prefix}{hole}{suffix}{end}"
+
+
 @dataclass
 class _Request:
     rid: int
@@ -89,7 +100,7 @@ class LlmRunner:
         self.chat_template: str = self._tokenizer.chat_template or ""
         self.context_length = context_length(path)
         self.vocabulary = Vocabulary(self._tokenizer, self._render if self.chat_template else None)
-        self._fim = next((m for m in FIM_MARKERS if all(self._is_token(t) for t in m)), None)
+        self._fim = fim_markers(self._is_token)
 
     @property
     def busy(self) -> bool:
@@ -153,8 +164,7 @@ class LlmRunner:
                     "'suffix' needs a model trained for fill-in-the-middle; this one has no "
                     "fill-in-the-middle tokens",
                 )
-            begin, hole, end = self._fim
-            prompt = f"{begin}{prompt}{hole}{request.suffix}{end}"
+            prompt = fim_prompt(self._fim, prompt, request.suffix)
         # A raw prompt gets the special tokens (BOS) the model's tokenizer adds.
         return prompt, self.vocabulary.encode(prompt, add_special_tokens=True)
 

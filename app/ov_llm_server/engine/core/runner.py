@@ -72,7 +72,9 @@ class EncoderQueue(Generic[R]):
         return stopped
 
     def fail_all(self, error: str) -> list[Result]:
-        failed: list[Result] = [Refused(r.rid, error) for r in [*self._running, *self._waiting]]
+        # A request served over several steps is running and still waiting at once.
+        rids = dict.fromkeys(r.rid for r in [*self._running, *self._waiting])
+        failed: list[Result] = [Refused(rid, error) for rid in rids]
         self._running = []
         self._waiting.clear()
         return failed
