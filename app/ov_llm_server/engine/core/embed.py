@@ -1,9 +1,9 @@
 """Embeddings inside the engine process, batched dynamically.
 
 Every request waiting at a step rides in one pipeline call of up to
-``EngineConfig.encoder_batch`` inputs, in their order: one tokenizer call counts the tokens
-of them all, a request with an over-length input ends alone (400), one ``embed_documents``
-call embeds the rest. A request larger than a batch is served over several steps, so that
+``EngineConfig.encoder_batch`` inputs, in their order: one ``embed_documents`` call embeds
+them all while one tokenizer call counts their tokens, and a request with an over-length
+input ends alone (400). A request larger than a batch is served over several steps, so that
 no step outlasts the engine's stall limit, and is answered once its last input is in.
 """
 
@@ -87,12 +87,12 @@ class EmbeddingRunner(EncoderQueue[_Waiting]):
         faults.check("step")
         parts = self._take()
         self._running = [waiting for waiting, *_ in parts]
-        counts = self.model.count_tokens([t for w, a, b in parts for t in w.inputs[a:b]])
+        texts = [text for waiting, start, end in parts for text in waiting.inputs[start:end]]
+        vectors, counts = self.model.run(texts)
         replies: list[Result] = []
-        served: list[tuple[_Waiting, int, int]] = []
         for waiting, start, end in parts:
-            own = counts[: end - start]
-            counts = counts[end - start :]
+            own, counts = counts[: end - start], counts[end - start :]
+            rows, vectors = vectors[: end - start], vectors[end - start :]
             try:
                 waiting.counts += self.model.fit(own, waiting.truncate, start)
             except InputTooLong as exc:
@@ -101,18 +101,13 @@ class EmbeddingRunner(EncoderQueue[_Waiting]):
                 )
                 self.cancel(waiting.rid)  # the rest of a large request is not wanted
                 continue
-            served.append((waiting, start, end))
-        texts = [text for waiting, start, end in served for text in waiting.inputs[start:end]]
-        vectors = self.model.run(texts)
-        for waiting, start, end in served:
-            waiting.vectors.append(vectors[: end - start])
-            vectors = vectors[end - start :]
+            waiting.vectors.append(rows)
             waiting.batch = max(waiting.batch, len(texts))
             if end == len(waiting.inputs):
-                rows = self.model.finish(np.concatenate(waiting.vectors), waiting.dimensions)
-                data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
+                whole = self.model.finish(np.concatenate(waiting.vectors), waiting.dimensions)
+                data = np.ascontiguousarray(whole, dtype="<f4").tobytes()
                 replies.append(
-                    Embedded(waiting.rid, data, int(rows.shape[1]), waiting.counts, waiting.batch)
+                    Embedded(waiting.rid, data, int(whole.shape[1]), waiting.counts, waiting.batch)
                 )
         self._running = []
         return replies

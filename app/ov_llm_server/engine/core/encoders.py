@@ -4,15 +4,16 @@ No HTTP, no asyncio: the engine's loop calls these synchronously. Everything the
 besides their IR (pooling, normalisation, prompts, limits) comes from ``encoder_config``.
 
 Embeddings are batch-friendly, so that one model call serves many requests: per request,
-``inputs`` (prompt, token ids to text, checks); per batch, ``count_tokens`` (one tokenizer
-call for every input of every waiting request), ``fit`` per request (over-length inputs
-refused unless truncated), one ``run``; per request again, ``finish`` (Matryoshka
-truncation). ``embed`` does it all for one request.
+``inputs`` (prompt, token ids to text, checks); per batch, one ``run`` (the vectors and
+token counts of every input of every waiting request); per request again, ``fit`` (an
+over-length input refuses its request unless it asked for truncation) and ``finish``
+(Matryoshka truncation). ``embed`` does it all for one request.
 
-The token counts (``usage``) cost a tokenization besides the pipeline's own, which
-TextEmbeddingPipeline does not report: one call per batch keeps that to one fixed cost per
-model call instead of one per request (a tokenizer call costs about 1.5 ms however short
-the text, as much as a whole model call of a tiny embedder).
+The token counts (``usage``, the length checks) cost a tokenization besides the pipeline's
+own, which TextEmbeddingPipeline does not report. A tokenizer call costs about 1.5 ms
+however short its input, as much as a whole model call of a tiny embedder: so there is one
+per batch, not one per request, and it runs while the pipeline works (its asynchronous
+call), not before it.
 """
 
 from __future__ import annotations
@@ -208,13 +209,6 @@ class EmbeddingModel:
 
     # ------------------------------------------------------------ the batch
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, special tokens included, before any truncation."""
-        counts: list[int] = []
-        for part in _chunks(len(texts), self.max_batch):
-            counts += _token_counts(self.tokenizer.encode(list(texts[part])))
-        return counts
-
     def fit(self, counts: Sequence[int], truncate: bool, first: int = 0) -> list[int]:
         """One request's token counts (of its inputs from ``first`` on) as the model reads
         them: over-length inputs are refused (:class:`InputTooLong`), or cut to the model's
@@ -224,15 +218,19 @@ class EmbeddingModel:
                 raise InputTooLong(index, count, self.max_length)
         return [min(count, self.max_length) for count in counts]
 
-    def run(self, texts: Sequence[str]) -> Vectors:
-        """One row per text: the batched model call, shared by every waiting request."""
+    def run(self, texts: Sequence[str]) -> tuple[Vectors, list[int]]:
+        """One row per text, and its tokens (special tokens included, before truncation):
+        the batched model call, shared by every waiting request."""
         rows: list[Vectors] = []
+        counts: list[int] = []
         for part in _chunks(len(texts), self.max_batch):
-            result = self._pipe.embed_documents(list(texts[part]))
-            rows.append(np.asarray(result, dtype=np.float32))
+            chunk = list(texts[part])
+            self._pipe.start_embed_documents_async(chunk)
+            counts += _token_counts(self.tokenizer.encode(chunk))
+            rows.append(np.asarray(self._pipe.wait_embed_documents(), dtype=np.float32))
         if not rows:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.concatenate(rows)
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        return np.concatenate(rows), counts
 
     # ------------------------------------------------------------ per request, after the batch
 
@@ -258,9 +256,8 @@ class EmbeddingModel:
     ) -> Embeddings:
         """One request, start to end: what the engine does for each request of a batch."""
         self.check_dimensions(dimensions)
-        inputs = self.inputs(texts, token_ids, prompt_name)
-        counts = self.fit(self.count_tokens(inputs), truncate)
-        return Embeddings(self.finish(self.run(inputs), dimensions), counts)
+        vectors, counts = self.run(self.inputs(texts, token_ids, prompt_name))
+        return Embeddings(self.finish(vectors, dimensions), self.fit(counts, truncate))
 
 
 @dataclass(frozen=True)
