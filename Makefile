@@ -55,3 +55,4 @@ test: lint pytest molecule ## Everything: lint, pytest, Molecule
 bench: setup-dev ## Benchmark the server against the raw engine; writes bench/results/
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/embeddings.py

@@ -118,3 +118,13 @@ def tiny_encoders() -> dict[str, Path]:
     from tiny_encoders import default_cache_root, ensure_tiny_encoders
 
     return ensure_tiny_encoders(default_cache_root())
+
+
+@pytest.fixture(scope="session")
+def encoder_registry(tiny_encoders: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Registry entries of the tiny encoders: two embedders and the reranker (fp16)."""
+    return {
+        "emb": {"path": str(tiny_encoders["embedder-mean/fp16"]), "task": "feature-extraction"},
+        "emb-cls": {"path": str(tiny_encoders["embedder-cls/fp16"]), "task": "feature-extraction"},
+        "rr": {"path": str(tiny_encoders["reranker/fp16"]), "task": "text-classification"},
+    }

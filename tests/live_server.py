@@ -21,6 +21,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The OpenAI-shaped error of a response that must have ``status``."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
 def write_registry(path: Path, models: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

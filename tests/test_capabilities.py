@@ -165,8 +165,10 @@ def test_card_facts_apply_limits_and_registry_overrides(tmp_path: Path) -> None:
     assert card_facts(folder, entry, 4096) == {
         "mode": "chat",
         "context_length": 2048,
+        "max_model_len": 2048,
         "max_output_tokens": 2048,
         "capabilities": ["tools", "reasoning", "response_schema"],
+        "dimension": None,
     }
     off = ModelEntry(path=str(folder), tool_parser="none", reasoning_parser="none")
     facts = card_facts(folder, off, 512)

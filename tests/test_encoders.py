@@ -1,5 +1,5 @@
-"""Embedding and rerank models (encoders.py) on the tiny encoders, against references on the
-same weights: sentence-transformers for vectors, transformers for scores."""
+"""Embedding and rerank models (engine/core/encoders.py) on the tiny encoders, against
+references on the same weights: sentence-transformers for vectors, transformers for scores."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ov_llm_server.encoder_config import (
     load_embedding_config,
     rerank_config_from_hf,
 )
-from ov_llm_server.encoders import (
+from ov_llm_server.engine.core.encoders import (
     EmbeddingModel,
     EncoderInputError,
     InputTooLong,
@@ -234,17 +234,18 @@ def test_prompts_are_the_models_own(
 
 @pytest.mark.slow
 def test_batched_equals_single(embedder: EmbeddingModel) -> None:
-    """What the engine's dynamic batching does: prepare each request, one run, split."""
+    """What the engine's dynamic batching does: each request's inputs, one run, split."""
     requests = [[LONG_TEXT[:40]], DOCUMENTS[:3], [QUERIES[0]], DOCUMENTS[3:] + QUERIES[1:]]
     single = [embedder.embed(texts, truncate=True).vectors for texts in requests]
-    prepared = [embedder.prepare(texts, truncate=True) for texts in requests]
-    batched = embedder.run([text for p in prepared for text in p.texts])
-    offsets = np.cumsum([0] + [len(p.texts) for p in prepared])
+    inputs = [embedder.inputs(texts) for texts in requests]
+    batched, _ = embedder.run([text for texts in inputs for text in texts])
+    offsets = np.cumsum([0] + [len(texts) for texts in inputs])
     for index, vectors in enumerate(single):
         part = batched[offsets[index] : offsets[index + 1]]
         assert np.abs(part - vectors).max() < 1e-5
     small = EmbeddingModel(embedder.path, "CPU", max_batch=2)  # chunked calls, same vectors
-    assert np.abs(small.run(TEXTS) - embedder.run(TEXTS)).max() < 1e-5
+    (chunked, chunked_counts), (whole, counts) = small.run(TEXTS), embedder.run(TEXTS)
+    assert np.abs(chunked - whole).max() < 1e-5 and chunked_counts == counts
 
 
 @pytest.mark.slow
@@ -289,15 +290,15 @@ def test_token_id_inputs(embedder: EmbeddingModel, tiny_encoders: dict[str, Path
     without = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in TEXTS]
     text_vectors = embedder.embed(TEXTS).vectors
     for ids in (with_specials, without):
-        prepared = embedder.prepare_token_ids(ids)
-        assert prepared.token_counts == [len(i) for i in with_specials]
-        assert cosines(embedder.run(prepared.texts), text_vectors).min() >= 0.9999
+        result = embedder.embed(token_ids=ids)
+        assert result.token_counts == [len(i) for i in with_specials]
+        assert cosines(result.vectors, text_vectors).min() >= 0.9999
     with pytest.raises(EncoderInputError, match="token id 100000, outside"):
-        embedder.prepare_token_ids([[5, 100000]])
+        embedder.inputs(token_ids=[[5, 100000]])
     with pytest.raises(EncoderInputError, match="input 1 is an empty token array"):
-        embedder.prepare_token_ids([[5], []])
+        embedder.inputs(token_ids=[[5], []])
     with pytest.raises(InputTooLong):
-        embedder.prepare_token_ids([[10] * (MAX_SEQ_LENGTH + 1)])
+        embedder.embed(token_ids=[[10] * (MAX_SEQ_LENGTH + 1)])
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The engine's text pieces: incremental detokenization and stop sequences."""
+"""The engine's text pieces: incremental detokenization, per-token texts and their log
+probabilities, and stop sequences."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import openvino_genai as og
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ov_llm_server.engine.core.text import IncrementalDetokenizer, StopMatcher
+from ov_llm_server.engine.core.llm import FIM_MARKERS, fim_markers, fim_prompt
+from ov_llm_server.engine.core.text import (
+    IncrementalDetokenizer,
+    StopMatcher,
+    TokenLogprobs,
+    decode_windows,
+    token_texts,
+)
+
+MIXED = 'Hello! <tool_call> {"city": "Paris"} héllo wörld ✓ 21 degrees.'
 
 
 def _split(text: str, cuts: list[int]) -> list[str]:
@@ -39,16 +49,65 @@ def test_stop_matcher_agrees_with_find_for_any_split(
     assert out == (text[: min(hits)] if hits else text)
 
 
+def _ids(tokenizer: og.Tokenizer, text: str) -> list[int]:
+    return [int(i) for i in tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+
+
 def test_detokenizer_streams_exactly_the_decoded_text(tiny_ir_int8: Path) -> None:
     tokenizer = og.Tokenizer(str(tiny_ir_int8))
-    text = 'Hello! <tool_call> {"city": "Paris"} héllo wörld ✓ 21 degrees.'
-    ids = [int(i) for i in tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]]
+    ids = _ids(tokenizer, MIXED)
     detokenizer = IncrementalDetokenizer(tokenizer)
     pieces = []
     for token in ids:
-        prefix, full = detokenizer.windows([token])
-        decode = [str(tokenizer.decode(w)) if w else "" for w in (prefix, full)]
-        pieces.append(detokenizer.advance(*decode))
+        windows = detokenizer.windows([token])
+        assert len(windows) == 2
+        pieces += detokenizer.advance(decode_windows(tokenizer, windows))
     pieces.append(detokenizer.flush())
     assert "".join(pieces) == tokenizer.decode(ids)
     assert not any("\ufffd" in piece for piece in pieces)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cuts=st.lists(st.integers(0, 60), max_size=8))
+def test_per_token_pieces_add_up_to_the_text_however_tokens_arrive(
+    tiny_ir_int8: Path, cuts: list[int]
+) -> None:
+    """One piece per token, whatever the steps bring (one token, several, echo's prompt):
+    the pieces join to the decoded text, and a token inside a character gets an empty piece."""
+    tokenizer = og.Tokenizer(str(tiny_ir_int8))
+    ids = _ids(tokenizer, MIXED)
+    points = sorted({min(c, len(ids)) for c in cuts} | {0, len(ids)})
+    detokenizer = IncrementalDetokenizer(tokenizer, per_token=True)
+    pieces: list[str] = []
+    for start, end in zip(points, points[1:], strict=False):
+        windows = detokenizer.windows(ids[start:end])
+        assert len(windows) == end - start + 1
+        pieces += detokenizer.advance(decode_windows(tokenizer, windows))
+    assert len(pieces) == len(ids)
+    pieces[-1] += detokenizer.flush()
+    assert "".join(pieces) == tokenizer.decode(ids)
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert token_texts(tokenizer, ids, chunk=5) == pieces
+
+
+def test_token_logprobs_follow_the_text_sent_and_stop_where_it_was_cut() -> None:
+    held = TokenLogprobs()
+    held.push(["Hel", "lo", " wor", "ld"], [-0.1, -0.2, -0.3, -0.4])
+    assert held.release("Hel") == [("Hel", -0.1)]
+    assert held.release("") == []
+    # A stop sequence "wor" cut the text after "Hello ": " wor" starts inside what was sent.
+    assert held.release("lo ") == [("lo", -0.2), (" wor", -0.3)]
+    assert held.rest() == [("ld", -0.4)]
+
+
+def test_fill_in_the_middle_takes_the_markers_that_are_single_tokens(tiny_ir_int8: Path) -> None:
+    """The tiny model has no FIM tokens: 'suffix' is refused for it (test_completions.py);
+    a vocabulary with one family's markers as tokens gets that family's prompt."""
+    tokenizer = og.Tokenizer(str(tiny_ir_int8))
+    assert fim_markers(lambda text: len(_ids(tokenizer, text)) == 1) is None
+    starcoder = set(FIM_MARKERS[1])
+    markers = fim_markers(lambda text: text in starcoder)
+    assert markers == ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+    assert fim_prompt(markers, "def f(", "\n    return x") == (
+        "<fim_prefix>def f(<fim_suffix>\n    return x<fim_middle>"
+    )

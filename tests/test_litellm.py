@@ -1,23 +1,37 @@
-"""A real LiteLLM proxy in front of the server, configured by ``ov-llm-server litellm-config``."""
+"""A real LiteLLM proxy in front of the server, configured by ``ov-llm-server litellm-config``:
+chat (the openai SDK), completions, and embeddings and rerank (LiteLLM's own SDK calls)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import openai
 import pytest
 import yaml
 
 from litellm_proxy import Proxy, litellm_config, requires_litellm, running_proxy
 from live_server import LiveServer
+from tiny_encoders import DOCUMENTS, QUERIES, reference_embeddings, reference_scores
 from tiny_model import DIALOGUES, TOOLS
 
 MODEL = "tiny-int8"
 
 pytestmark = requires_litellm
+
+
+@pytest.fixture(scope="module")
+def server(
+    server_factory: Any, tiny_registry: dict[str, Any], encoder_registry: dict[str, Any]
+) -> LiveServer:
+    """The tiny chat model in two formats, an embedder and a reranker: every kind."""
+    registry = {**tiny_registry, "emb": encoder_registry["emb"], "rr": encoder_registry["rr"]}
+    return server_factory(registry, OV_MAX_LOADED_MODELS="4")
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +53,18 @@ def messages(name: str) -> Any:
 def test_config_routes_every_registry_model_here(server: LiveServer) -> None:
     config = yaml.safe_load(litellm_config(server, "--api-base", server.v1))
     entries = {m["model_name"]: m for m in config["model_list"]}
-    assert set(entries) == {"tiny-int8", "tiny-fp16"}
+    assert {name: e["model_info"]["mode"] for name, e in entries.items()} == {
+        "tiny-int8": "chat",
+        "tiny-fp16": "chat",
+        "emb": "embedding",
+        "rr": "rerank",
+    }
     for name, entry in entries.items():
-        assert entry["litellm_params"]["model"] == f"openai/{name}"
+        provider = "hosted_vllm" if name == "rr" else "openai"
+        assert entry["litellm_params"]["model"] == f"{provider}/{name}"
         assert entry["litellm_params"]["api_base"] == server.v1
         assert entry["litellm_params"]["api_key"]
-        assert entry["model_info"]["supports_function_calling"] is True
+    assert entries[MODEL]["model_info"]["supports_function_calling"] is True
 
 
 def test_chat(client: openai.OpenAI) -> None:
@@ -190,3 +210,57 @@ def test_reasoning_passes_through(client: openai.OpenAI) -> None:
     message = response.choices[0].message
     assert message.content == "The answer is 4."
     assert getattr(message, "reasoning_content", None) == "2 plus 2 is 4."
+
+
+# ---------------------------------------------------------------- the other endpoints
+
+
+def test_completion_through_litellm(server: LiveServer, client: openai.OpenAI) -> None:
+    """LiteLLM sends a text completion to this server's /v1/completions as it is."""
+    import httpx
+
+    tokenize = {"model": MODEL, "messages": messages("D_HELLO")}
+    ids = httpx.post(f"{server.base_url}/tokenize", json=tokenize, timeout=60).json()["tokens"]
+    completion = client.completions.create(model=MODEL, prompt=ids, max_tokens=64)
+    assert completion.choices[0].text == DIALOGUES["D_HELLO"]["answer"]
+    assert completion.usage is not None and completion.usage.prompt_tokens == len(ids)
+
+
+@pytest.fixture(scope="module")
+def litellm_sdk() -> Any:
+    """LiteLLM's SDK, offline: its price list from the package, not fetched at import."""
+    import os
+
+    os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    import litellm
+
+    return litellm
+
+
+def test_embedding_and_aembedding_through_litellm(
+    proxy: Proxy, litellm_sdk: Any, tiny_encoders: dict[str, Path]
+) -> None:
+    litellm = litellm_sdk
+    texts = DOCUMENTS + QUERIES
+    reference = reference_embeddings(tiny_encoders["embedder-mean/hf"], texts)
+    route = {"model": "litellm_proxy/emb", "api_base": proxy.base_url, "api_key": proxy.key}
+    response = litellm.embedding(input=texts, **route)
+    vectors = np.array([item["embedding"] for item in response.data])
+    cosines = (vectors * reference).sum(axis=1) / np.linalg.norm(reference, axis=1)
+    assert vectors.shape == reference.shape and cosines.min() >= 0.999
+    assert response.usage.prompt_tokens > 0
+    again = asyncio.run(litellm.aembedding(input=texts[:2], **route))
+    assert np.allclose([item["embedding"] for item in again.data], vectors[:2], atol=1e-5)
+
+
+def test_rerank_through_litellm(
+    proxy: Proxy, litellm_sdk: Any, tiny_encoders: dict[str, Path]
+) -> None:
+    litellm = litellm_sdk
+    route = {"model": "litellm_proxy/rr", "api_base": proxy.base_url, "api_key": proxy.key}
+    for query in QUERIES:
+        response = litellm.rerank(query=query, documents=DOCUMENTS, top_n=3, **route)
+        expected = reference_scores(tiny_encoders["reranker/hf"], query, DOCUMENTS)
+        assert [r["index"] for r in response.results] == list(np.argsort(expected)[::-1][:3])
+        for result in response.results:
+            assert abs(result["relevance_score"] - expected[result["index"]]) < 0.005

@@ -53,11 +53,21 @@ def test_model_info_per_mode() -> None:
         "supports_response_schema": True,
         "supports_reasoning": True,
     }
-    assert model_info(card(mode="embedding", context_length=512)) == {
+    assert model_info(card(mode="embedding", context_length=512, dimension=384)) == {
         "mode": "embedding",
         "max_input_tokens": 512,
+        "output_vector_size": 384,
     }
     assert model_info(card(mode="rerank")) == {"mode": "rerank"}
+    assert model_info(card(mode="completion", max_output_tokens=4096)) == {
+        "mode": "completion",
+        "max_output_tokens": 4096,
+        "supports_function_calling": False,
+        "supports_parallel_function_calling": False,
+        "supports_tool_choice": False,
+        "supports_response_schema": False,
+        "supports_reasoning": False,
+    }
     # A card of an older server says nothing: nothing is claimed.
     assert model_info(card()) == {}
 
@@ -140,6 +150,47 @@ def test_fleet_from_the_nodes_answers(
         ("yes", "http://n2:8000/v1", "none"),
     ]
     assert config["model_list"][0]["model_info"]["supports_tool_choice"] is True
+
+
+def test_each_kind_gets_its_mode_and_a_provider_that_serves_it(
+    tmp_path: Path,
+    tiny_ir_int8: Path,
+    tiny_encoders: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Health checks call what ``mode`` says; rerank goes through hosted_vllm, which posts
+    to ``<api_base>/rerank`` (LiteLLM's openai provider has no rerank)."""
+    path = tmp_path / "registry.json"
+    write_registry(
+        path,
+        {
+            "chat": {"path": str(tiny_ir_int8)},
+            "emb": {"path": str(tiny_encoders["embedder-mean/fp16"]), "task": "feature-extraction"},
+            "rr": {"path": str(tiny_encoders["reranker/fp16"]), "task": "text-classification"},
+        },
+    )
+    monkeypatch.setenv("OV_REGISTRY_PATH", str(path))
+    monkeypatch.delenv("OV_MODEL_PATH", raising=False)
+    config = run_cli(capsys, "--api-base", "http://n1:8000/v1")
+    deployments = {d["model_name"]: d for d in config["model_list"]}
+    assert {name: d["model_info"]["mode"] for name, d in deployments.items()} == {
+        "chat": "chat",
+        "emb": "embedding",
+        "rr": "rerank",
+    }
+    assert {name: d["litellm_params"]["model"] for name, d in deployments.items()} == {
+        "chat": "openai/chat",
+        "emb": "openai/emb",
+        "rr": "hosted_vllm/rr",
+    }
+    # An encoder's input limit is its own maximum (48), not its position table's (128).
+    assert deployments["emb"]["model_info"] == {
+        "mode": "embedding",
+        "max_input_tokens": 48,
+        "output_vector_size": 64,
+    }
+    assert deployments["rr"]["model_info"] == {"mode": "rerank", "max_input_tokens": 48}
 
 
 def test_api_key_env_per_node_or_for_all() -> None:

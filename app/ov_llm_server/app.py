@@ -20,8 +20,15 @@ from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
 from .model_manager import ModelManager
 from .registry import RegistryWatcher
-from .routes import public, v1
-from .serving import ChatService
+from .routes import public, root, v1
+from .serving import (
+    ChatService,
+    CompletionService,
+    DetokenizeService,
+    EmbeddingService,
+    RerankService,
+    TokenizeService,
+)
 from .settings import Settings
 
 log = logging.getLogger("ov_llm_server")
@@ -98,7 +105,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="ov-llm-server",
         version=__version__,
-        summary="OpenAI-compatible chat backend for OpenVINO models",
+        summary="OpenAI-compatible backend for OpenVINO models: chat, completions, "
+        "embeddings, rerank",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -106,10 +114,19 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.available_devices = []
     app.state.models = models
     app.state.metrics = metrics
-    app.state.chat = ChatService(settings, models, metrics)
+    for name, service in (
+        ("chat", ChatService),
+        ("completions", CompletionService),
+        ("embeddings", EmbeddingService),
+        ("rerank", RerankService),
+        ("tokenize", TokenizeService),
+        ("detokenize", DetokenizeService),
+    ):
+        setattr(app.state, name, service(settings, models, metrics))
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(v1)
+    app.include_router(root)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,7 +1,8 @@
 """What a model can do, read from its files without loading it.
 
-Facts: the mode it serves (from the registry's task), its context length (``config.json``
-beside an IR, or a GGUF's own metadata), and what its chat template does: whether it
+Facts: the mode it serves and the engine that runs it (from the registry's task), its context
+length (``config.json`` beside an IR, or a GGUF's own metadata; an encoder's maximum input
+from ``conversion.json``), an embedder's vector size, and what its chat template does: whether it
 renders the request's tools and whether it thinks (``<think>``). ``GET /v1/models`` shows
 them and ``ov-llm-server litellm-config`` turns them into LiteLLM's ``model_info``.
 
@@ -33,6 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypedDict
 
+from .encoder_config import EncoderConfigError, load_embedding_config, load_rerank_config
+from .engine.messages import EngineKind
 from .protocol import Capability, ModelMode
 from .registry import ModelEntry
 
@@ -47,12 +50,18 @@ _TASK_MODES: dict[str, ModelMode] = {
     "text-classification": "rerank",
 }
 DEFAULT_TASK = "text-generation-with-past"
+_ENCODER_MODES: dict[ModelMode | None, EngineKind] = {"embedding": "embedding", "rerank": "rerank"}
 
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 _PROBE_TOOL = "ov_capability_probe_tool"
 _PROBE_REASONING = "ov capability probe reasoning"
 _THINK_OPEN = "<think>"
 _PROBE_TIMEOUT_SECONDS = 60
+
+
+def engine_kind(task: str | None) -> EngineKind:
+    """The engine that serves a registry task: an encoder's, or else a generative model's."""
+    return _ENCODER_MODES.get(_TASK_MODES.get(task or DEFAULT_TASK), "llm")
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class Capabilities:
     chat_template: str | None
     tools: bool  # the chat template renders the request's tools
     reasoning: bool  # the chat template thinks: opens, switches or replays <think> blocks
+    dimension: int | None = None  # an embedder's vector size
 
     def max_output_tokens(self, limit: int) -> int | None:
         """Most tokens one answer can have: the server's limit, within the context."""
@@ -75,8 +85,10 @@ class CardFacts(TypedDict):
 
     mode: ModelMode | None
     context_length: int | None
+    max_model_len: int | None  # vLLM's name for it: the tokens one request may take
     max_output_tokens: int | None
     capabilities: list[Capability]
+    dimension: int | None
 
 
 def card_facts(path: Path, entry: ModelEntry | None, max_tokens_limit: int) -> CardFacts:
@@ -96,8 +108,10 @@ def card_facts(path: Path, entry: ModelEntry | None, max_tokens_limit: int) -> C
     return CardFacts(
         mode=caps.mode,
         context_length=caps.context_length,
+        max_model_len=caps.context_length,
         max_output_tokens=caps.max_output_tokens(max_tokens_limit),
         capabilities=offered,
+        dimension=caps.dimension,
     )
 
 
@@ -128,6 +142,7 @@ _IR_FILES = (
     "chat_template.jinja",
     "tokenizer_config.json",
     "config.json",
+    "conversion.json",
 )
 
 
@@ -136,6 +151,8 @@ def _inspect(path: Path, task: str, version: tuple[tuple[str, int], ...]) -> Cap
     mode = _TASK_MODES.get(task)
     if not version:  # no file to read: the registry's word is all there is
         return Capabilities(mode, None, None, False, False)
+    if mode == "embedding" or mode == "rerank":
+        return _encoder_capabilities(path, mode)
     if path.suffix == ".gguf":
         template, context = _gguf_facts(path)
     else:
@@ -147,6 +164,19 @@ def _inspect(path: Path, task: str, version: tuple[tuple[str, int], ...]) -> Cap
     if mode == "chat" and template:
         tools, reasoning = _probe_in_child(template)
     return Capabilities(mode, context, template or None, tools, reasoning)
+
+
+def _encoder_capabilities(path: Path, mode: ModelMode) -> Capabilities:
+    """An encoder's facts, from what the converter recorded (its maximum input, not the
+    position table's size, is what a request may take)."""
+    try:
+        if mode == "embedding":
+            embedding = load_embedding_config(path)
+            return Capabilities(mode, embedding.max_length, None, False, False, embedding.dimension)
+        return Capabilities(mode, load_rerank_config(path).max_length, None, False, False)
+    except EncoderConfigError as exc:
+        log.warning("cannot read the encoder configuration of %s: %s", path, exc)
+        return Capabilities(mode, None, None, False, False)
 
 
 # ---------------------------------------------------------------- files

@@ -55,6 +55,23 @@ def model_not_found(name: str) -> APIError:
     )
 
 
+# What each engine kind serves, in the words of a wrong-kind refusal.
+_KIND_SERVES = {
+    "llm": "a generative model: it serves /v1/chat/completions and /v1/completions",
+    "embedding": "an embedding model: it serves /v1/embeddings",
+    "rerank": "a reranker: it serves /v1/rerank",
+}
+
+
+def wrong_kind(name: str, kind: str, endpoint: str) -> APIError:
+    return APIError(
+        400,
+        f"The model '{name}' is {_KIND_SERVES[kind]}, not {endpoint}",
+        param="model",
+        code="wrong_model_kind",
+    )
+
+
 def engine_error(message: str) -> APIError:
     return APIError(500, message, type="server_error", code="engine_error")
 

@@ -80,8 +80,20 @@ class FleetNode(BaseModel):
     models: list[ModelCard]
 
 
+def provider_model(card: ModelCard) -> str:
+    """LiteLLM's ``model`` for a deployment: its OpenAI-compatible provider for everything but
+    rerank, which that provider lacks; ``hosted_vllm`` posts vLLM's (and this server's)
+    rerank shape to ``<api_base>/rerank``."""
+    provider = "hosted_vllm" if card.mode == "rerank" else "openai"
+    return f"{provider}/{card.id}"
+
+
 def model_info(card: ModelCard) -> dict[str, Any]:
-    """LiteLLM's ``model_info`` for a model, from what its card says it does."""
+    """LiteLLM's ``model_info`` for a model, from what its card says it does.
+
+    ``mode`` is what LiteLLM's health checks call: a chat completion, a text completion, an
+    embedding or a rerank.
+    """
     info: dict[str, Any] = {}
     if card.mode is not None:
         info["mode"] = card.mode
@@ -89,6 +101,8 @@ def model_info(card: ModelCard) -> dict[str, Any]:
         info["max_input_tokens"] = card.context_length
     if card.max_output_tokens is not None:
         info["max_output_tokens"] = card.max_output_tokens
+    if card.mode == "embedding" and card.dimension is not None:
+        info["output_vector_size"] = card.dimension
     if card.mode in ("chat", "completion"):
         tools = "tools" in card.capabilities
         # Written even when false: LiteLLM would otherwise look the name up in its own
@@ -122,7 +136,7 @@ def build_config(
         {
             "model_name": name,
             "litellm_params": {
-                "model": f"openai/{name}",
+                "model": provider_model(card),
                 "api_base": node.api_base,
                 "api_key": api_key(node),
             },

@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _HOP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -16,7 +17,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ov_requests",
-            "Chat completion requests by model and HTTP status.",
+            "Requests (every endpoint) by model and HTTP status.",
             ["model", "status"],
             registry=self.registry,
         )
@@ -36,16 +37,27 @@ class Metrics:
         )
         self.latency = Histogram(
             "ov_request_latency_seconds",
-            "End-to-end latency of chat completions.",
+            "End-to-end latency of requests (every endpoint).",
             ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.prompt_tokens = Counter(
-            "ov_prompt_tokens", "Prompt tokens processed.", ["model"], registry=self.registry
+            "ov_prompt_tokens",
+            "Prompt (and embedding, rerank input) tokens processed.",
+            ["model"],
+            registry=self.registry,
         )
         self.completion_tokens = Counter(
             "ov_completion_tokens", "Tokens generated.", ["model"], registry=self.registry
+        )
+        self.encoder_batch = Histogram(
+            "ov_encoder_batch_inputs",
+            "Inputs of the embedding or rerank model call that served each request "
+            "(dynamic batching: above the request's own inputs when requests shared a call).",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.queue_depth = Gauge(
             "ov_queue_depth",

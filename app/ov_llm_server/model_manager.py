@@ -1,9 +1,10 @@
 """Which model serves a request, and how long it stays loaded.
 
 Runs in the HTTP process. :meth:`ModelManager.admit` resolves a requested name (a
-registry entry, or the fallback model) and takes a queue slot for it synchronously,
-before any ``await``, so a burst cannot overrun ``OV_MAX_QUEUE``; requests waiting for
-a load hold slots too. The :class:`Lease` it returns keeps the model loaded from then
+registry entry, or the fallback model), refuses a model of another kind than the endpoint
+serves (the registry's task decides), and takes a queue slot for it synchronously, before
+any ``await``, so a burst cannot overrun ``OV_MAX_QUEUE``; requests waiting for a load hold
+slots too. The :class:`Lease` it returns keeps the model loaded from then
 until the request's last byte.
 
 Loading makes room first: when ``OV_MAX_LOADED_MODELS`` are loaded, the least recently
@@ -25,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
+from .capabilities import engine_kind
 from .engine.client import EngineProcess, LoadError
-from .engine.messages import EngineConfig
+from .engine.messages import EngineConfig, EngineKind
 from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
 from .metrics import Metrics
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
@@ -47,6 +49,10 @@ class ResolvedModel:
     @property
     def key(self) -> str:
         return str(self.path)
+
+    @property
+    def kind(self) -> EngineKind:
+        return engine_kind(self.entry.task if self.entry else None)
 
 
 @dataclass
@@ -164,9 +170,12 @@ class ModelManager:
 
     # ------------------------------------------------------------ admission
 
-    def admit(self, name: str) -> Lease:
-        """A queue slot for ``name`` now, or an APIError (404, 429, 503). Never awaits."""
+    def admit(self, name: str, kind: EngineKind | None = None, endpoint: str = "") -> Lease:
+        """A queue slot for ``name`` now, or an APIError (400 for a model of another ``kind``
+        than ``endpoint`` serves, 404, 429, 503). Never awaits."""
         resolved = self.resolve(name)
+        if kind is not None and resolved.kind != kind:
+            raise errors.wrong_kind(name, resolved.kind, endpoint)
         slot = self._slots.get(resolved.key)
         if slot is None:
             slot = self._slots[resolved.key] = ModelSlot(resolved)
@@ -252,6 +261,7 @@ class ModelManager:
             slot.resolved.path,
             self._engine_configs(),
             self.runtime_dir,
+            kind=slot.resolved.kind,
             load_timeout=self.settings.engine_load_timeout_seconds,
             stall_seconds=self.settings.engine_stall_seconds,
             on_step=self.metrics.engine_hop.observe,
@@ -273,6 +283,7 @@ class ModelManager:
                 kv_cache_gb=s.kv_cache_gb,
                 kv_cache_precision=s.kv_cache_precision,
                 cache_dir=str(s.cache_dir) if s.cache_dir else None,
+                encoder_batch=s.encoder_max_batch,
             )
             for device in devices
         ]

@@ -120,6 +120,9 @@ class ChatCompletionRequest(_Lenient):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    # The chosen tokens' log probabilities; alternatives (top_logprobs > 0) are refused.
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = None
 
     @field_validator("stop")
@@ -167,11 +170,30 @@ class ResponseMessage(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
+class TokenLogprob(BaseModel):
+    """One token of ``choices[].logprobs.content``: its text, UTF-8 bytes and log probability."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
+    # Alternatives: none, GenAI computes the chosen token's probability only.
+    top_logprobs: list[Any] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, token: str, logprob: float) -> TokenLogprob:
+        return cls(token=token, logprob=logprob, bytes=list(token.encode("utf-8")))
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob]
+    refusal: None = None
+
+
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
     finish_reason: FinishReason
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -203,8 +225,10 @@ class ModelCard(BaseModel):
     # What the model does, read from its files (capabilities.py).
     mode: ModelMode | None = None
     context_length: int | None = None
+    max_model_len: int | None = None
     max_output_tokens: int | None = None
     capabilities: list[Capability] = Field(default_factory=list)
+    dimension: int | None = None  # an embedding model's vector size
 
 
 class ModelList(BaseModel):

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from ov_llm_server.protocol import ChatMessage, StreamOptions, Usage
+from ov_llm_server.protocol import ChatMessage, ModelName, StreamOptions, Usage
 
 # OpenAI's limits: 2048 inputs per embeddings request, up to 5 log-probability alternatives.
 MAX_EMBEDDING_INPUTS = 2048
@@ -76,7 +76,7 @@ def _check_inputs(value: Any, field: str, limit: int | None = None) -> Any:
 
 
 class EmbeddingRequest(_Lenient):
-    model: str = Field(min_length=1)
+    model: ModelName
     # A string, strings, or token ids (one array or several) in the model's own vocabulary.
     input: (
         StrictStr
@@ -87,6 +87,9 @@ class EmbeddingRequest(_Lenient):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None
+    # One of the model's own prompts (sentence-transformers' ``prompts``, e.g. "query"), as
+    # Hugging Face TEI takes it; without it the model's default prompt, if any.
+    prompt_name: str | None = None
     # Over-length inputs are refused unless truncation is asked for: Hugging Face TEI's
     # ``truncate``, or vLLM's ``truncate_prompt_tokens`` (-1: the model's maximum length).
     truncate: bool = False
@@ -171,7 +174,8 @@ def encode_embedding(
     array = np.asarray(vector, dtype="<f4")
     if encoding_format == "base64":
         return base64.b64encode(array.tobytes()).decode("ascii")
-    return [float(x) for x in array]
+    values: list[float] = array.tolist()
+    return values
 
 
 # ---------------------------------------------------------------- /v1/rerank, /rerank, /v2/rerank
@@ -182,7 +186,7 @@ class RerankDocument(_Lenient):
 
 
 class RerankRequest(_Lenient):
-    model: str = Field(min_length=1)
+    model: ModelName
     query: str
     documents: list[str | RerankDocument] = Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS)
     # None or 0 (vLLM's "all"): every document, ranked.
@@ -250,7 +254,7 @@ class RerankResponse(BaseModel):
 
 
 class CompletionRequest(_Lenient):
-    model: str = Field(min_length=1)
+    model: ModelName
     prompt: (
         StrictStr
         | Annotated[list[StrictStr], Field(min_length=1)]
@@ -365,7 +369,7 @@ class CompletionChunk(BaseModel):
 class TokenizeRequest(_Lenient):
     """vLLM's two forms in one model: ``prompt`` (completion) or ``messages`` (chat)."""
 
-    model: str | None = None
+    model: ModelName | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     # vLLM's defaults: special tokens for a bare prompt; none for chat (the template has them).
@@ -395,7 +399,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(_Lenient):
-    model: str | None = None
+    model: ModelName | None = None
     tokens: list[TokenId]
 
 

@@ -17,8 +17,15 @@ from .capabilities import card_facts
 from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
+from .protocol_surface import (
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    RerankRequest,
+    TokenizeRequest,
+)
 from .registry import ModelEntry, resolve_model_path
-from .serving import ChatService
+from .serving.common import Service
 
 
 def require_api_key(request: Request) -> None:
@@ -48,6 +55,8 @@ Models = Annotated[ModelManager, Depends(_models)]
 
 public = APIRouter()
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+# vLLM's and Cohere's paths outside /v1, behind the same key.
+root = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 @public.get("/health")
@@ -104,6 +113,7 @@ def _engine_status(slot: ModelSlot) -> dict[str, Any]:
     return {
         "name": slot.name,
         "path": str(slot.resolved.path),
+        "kind": slot.resolved.kind,
         "state": supervisor.state.value,
         "pid": supervisor.pid,
         "device": supervisor.device,
@@ -169,10 +179,41 @@ async def get_model(name: str, models: Models) -> ModelCard:
     raise errors.model_not_found(name)
 
 
+async def _serve(request: Request, service: str, body: Any) -> Response:
+    served: Service = getattr(request.app.state, service)
+    return await served.create(body, request)
+
+
 @v1.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    service: ChatService = request.app.state.chat
-    return await service.create(body, request)
+    return await _serve(request, "chat", body)
+
+
+@v1.post("/completions", response_model=None)
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    return await _serve(request, "completions", body)
+
+
+@v1.post("/embeddings", response_model=None)
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    return await _serve(request, "embeddings", body)
+
+
+@v1.post("/rerank", response_model=None)
+@root.post("/rerank", response_model=None, include_in_schema=False)
+@root.post("/v2/rerank", response_model=None, include_in_schema=False)
+async def rerank(body: RerankRequest, request: Request) -> Response:
+    return await _serve(request, "rerank", body)
+
+
+@root.post("/tokenize", response_model=None)
+async def tokenize(body: TokenizeRequest, request: Request) -> Response:
+    return await _serve(request, "tokenize", body)
+
+
+@root.post("/detokenize", response_model=None)
+async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
+    return await _serve(request, "detokenize", body)
 
 
 def _device(slot: ModelSlot | None) -> str | None:

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     max_batch: int = Field(
         8, ge=1, le=256, description="Sequences one model generates at the same time."
     )
+    encoder_max_batch: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Inputs one embedding or rerank model call takes at most: the requests "
+        "waiting together (up to this many inputs) share one call.",
+    )
     kv_cache_gb: int = Field(
         0, ge=0, le=64, description="KV cache per loaded model in GB; 0 grows it with demand."
     )

@@ -523,11 +523,11 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
 def _load(path: Path, task: str, device: str) -> None:
     """Load the model with what serves its task."""
     if task == FEATURE_EXTRACTION:
-        from ov_llm_server.encoders import EmbeddingModel
+        from ov_llm_server.engine.core.encoders import EmbeddingModel
 
         EmbeddingModel(path, device)
     elif task == TEXT_CLASSIFICATION:
-        from ov_llm_server.encoders import RerankModel
+        from ov_llm_server.engine.core.encoders import RerankModel
 
         RerankModel(path, device)
     else:

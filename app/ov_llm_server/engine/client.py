@@ -3,8 +3,9 @@
 Runs in the HTTP process. The process is spawned with ``asyncio`` (so its exit is seen the
 moment it happens, whatever killed it), and reached over two zmq ipc sockets in a private
 runtime folder: a plain PUSH socket for requests (a send never blocks the event loop) and
-an asyncio PULL socket whose reader task hands each request's output to its
-:class:`RequestStream`. A process that sends nothing (no step, no heartbeat) for
+an asyncio PULL socket whose reader task hands each request's outputs to its
+:class:`RequestStream` (a generation) or its reply to its :class:`PendingReply`
+(embeddings, rerank, tokenize). A process that sends nothing (no step, no heartbeat) for
 ``stall_seconds`` is killed: it is stuck, and a fresh one replaces it.
 """
 
@@ -19,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import zmq
@@ -28,15 +28,18 @@ import zmq.asyncio
 from .messages import (
     Cancel,
     EngineConfig,
+    EngineKind,
     EngineSpec,
     Fatal,
     Generate,
     LoadFailed,
     Output,
     Ready,
-    SamplingParams,
+    Reply,
     Shutdown,
     Step,
+    ToEngine,
+    Work,
     encoder,
     from_engine_decoder,
 )
@@ -55,44 +58,32 @@ class LoadError(Exception):
     """The engine process could not load its model."""
 
 
-class RequestStream:
-    """The HTTP side of one generation request: its outputs, ending with a finished one.
+class _Pending:
+    """One request as the HTTP side waits for it: what the engine sends for it, in order.
 
-    Iterating raises :class:`EngineGone` if the engine dies first, or the exception given
-    to :meth:`abort`.
+    Waiting raises :class:`EngineGone` if the engine dies first, or the exception given to
+    :meth:`abort`.
     """
 
     def __init__(self, engine: EngineProcess, rid: int) -> None:
         self.engine = engine
         self.rid = rid
-        self._queue: asyncio.Queue[Output | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[Output | Reply | BaseException] = asyncio.Queue()
         self.done = False
         self.cancelled = False  # asked by this side: its "cancelled" finish is no failure
 
-    def _put(self, item: Output | BaseException) -> None:
+    def _put(self, item: Output | Reply | BaseException) -> None:
         self._queue.put_nowait(item)
 
-    def __aiter__(self) -> RequestStream:
-        return self
-
-    async def __anext__(self) -> Output:
-        if self.done:
-            raise StopAsyncIteration
+    async def _next(self) -> Output | Reply:
         item = await self._queue.get()
         if isinstance(item, BaseException):
             self.done = True
             raise item
-        if item.finish is not None:
-            self.done = True
         return item
 
-    async def accepted(self) -> Output:
-        """The engine's acknowledgement: the first output, with ``prompt_tokens`` set, or a
-        finished one saying why the request was refused."""
-        return await self.__anext__()
-
     def cancel(self) -> None:
-        """Stop generating (the client left, or the answer is complete); safe to repeat."""
+        """Stop working on it (the client left, or the answer is complete); safe to repeat."""
         if not self.done and not self.cancelled:
             self.cancelled = True
             self.engine.cancel(self.rid)
@@ -105,6 +96,42 @@ class RequestStream:
             self._put(exc)
 
 
+class RequestStream(_Pending):
+    """A generation: its outputs, ending with a finished one."""
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> Output:
+        if self.done:
+            raise StopAsyncIteration
+        item = await self._next()
+        assert isinstance(item, Output)
+        if item.finish is not None:
+            self.done = True
+        return item
+
+    async def accepted(self) -> Output:
+        """The engine's acknowledgement: the first output, with ``prompt_tokens`` set, or a
+        finished one saying why the request was refused."""
+        return await self.__anext__()
+
+
+class PendingReply(_Pending):
+    """A request answered at once, in one reply (an encoder's, a tokenizer's)."""
+
+    async def reply(self) -> Reply:
+        item = await self._next()
+        assert not isinstance(item, Output)
+        self.done = True
+        return item
+
+    def cancel(self) -> None:
+        # The engine drops the request and sends nothing back: nothing is left to wait for.
+        super().cancel()
+        self.engine.forget(self.rid)
+
+
 class EngineProcess:
     """One engine process. Create it, ``await start()``, then submit requests."""
 
@@ -115,6 +142,7 @@ class EngineProcess:
         config: EngineConfig,
         runtime_dir: Path,
         *,
+        kind: EngineKind = "llm",
         on_exit: Callable[[EngineProcess], None],
         on_step: Callable[[float], None] | None = None,
         heartbeat_seconds: float = 0.5,
@@ -123,6 +151,7 @@ class EngineProcess:
         self.name = name
         self.path = path
         self.config = config
+        self.kind: EngineKind = kind
         self.device = config.device
         self._on_exit = on_exit
         self._on_step = on_step
@@ -131,7 +160,7 @@ class EngineProcess:
         number = next(_process_ids)
         self._inbox_addr = f"ipc://{runtime_dir}/e{number}.in"
         self._outbox_addr = f"ipc://{runtime_dir}/e{number}.out"
-        self._streams: dict[int, RequestStream] = {}
+        self._streams: dict[int, _Pending] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._ready: asyncio.Future[Ready] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -140,6 +169,7 @@ class EngineProcess:
         self.load_seconds = 0.0
         self.chat_template = ""
         self.context_length: int | None = None
+        self.dimension: int | None = None
         self.last_heard = time.monotonic()
         self.fatal_error: str | None = None
         self.exit_description: str | None = None
@@ -171,6 +201,7 @@ class EngineProcess:
             name=self.name,
             path=str(self.path),
             config=self.config,
+            kind=self.kind,
             inbox=self._inbox_addr,
             outbox=self._outbox_addr,
             heartbeat_seconds=self._heartbeat,
@@ -195,6 +226,7 @@ class EngineProcess:
         self.load_seconds = ready.load_seconds
         self.chat_template = ready.chat_template
         self.context_length = ready.context_length
+        self.dimension = ready.dimension
         self.last_heard = time.monotonic()
         self._tasks.append(asyncio.create_task(self._watch(), name=f"engine-watch-{self.name}"))
         return ready
@@ -226,19 +258,24 @@ class EngineProcess:
 
     # ------------------------------------------------------------ requests
 
-    def submit(
-        self,
-        messages: list[dict[str, Any]],
-        tools: list[dict[str, Any]] | None,
-        params: SamplingParams,
-    ) -> RequestStream:
+    def generate(self, build: Callable[[int], Generate]) -> RequestStream:
+        """Starts a generation; ``build`` makes its message from the request id."""
+        stream = RequestStream(self, self._new_rid())
+        self._streams[stream.rid] = stream
+        self._send(build(stream.rid))
+        return stream
+
+    def ask(self, build: Callable[[int], Work]) -> PendingReply:
+        """Sends a one-shot request; ``build`` makes its message from the request id."""
+        pending = PendingReply(self, self._new_rid())
+        self._streams[pending.rid] = pending
+        self._send(build(pending.rid))
+        return pending
+
+    def _new_rid(self) -> int:
         if not self.alive or self.stopping:
             raise EngineGone(f"the engine of model '{self.name}' is not running")
-        rid = next(_request_ids)
-        stream = RequestStream(self, rid)
-        self._streams[rid] = stream
-        self._send(Generate(rid, params, messages, tools))
-        return stream
+        return next(_request_ids)
 
     def cancel(self, rid: int) -> None:
         if rid in self._streams:
@@ -247,7 +284,7 @@ class EngineProcess:
     def forget(self, rid: int) -> None:
         self._streams.pop(rid, None)
 
-    def _send(self, message: Generate | Cancel | Shutdown) -> None:
+    def _send(self, message: ToEngine) -> None:
         if self._push is None:
             return
         try:
@@ -277,6 +314,10 @@ class EngineProcess:
                     )
                     if stream is not None:
                         stream._put(output)
+                for reply in message.replies:
+                    pending = self._streams.pop(reply.rid, None)
+                    if pending is not None:
+                        pending._put(reply)
             elif isinstance(message, Ready):
                 if not self._ready.done():
                     self._ready.set_result(message)

@@ -2,9 +2,10 @@
 
 Both sides import this module and nothing else of each other. Each message is one
 msgpack-encoded msgspec struct in one zmq message. The engine answers with one
-:class:`Step` per pipeline step carrying every request's new text, never a message per
-token per request: at 8 streams that is 8 times fewer messages to encode, send and wake
-the HTTP process for.
+:class:`Step` per pipeline step carrying every generation's new text (an :class:`Output`
+each) and every one-shot request's :class:`Reply` (embeddings, rerank, tokenize), never a
+message per token per request: at 8 streams that is 8 times fewer messages to encode, send
+and wake the HTTP process for. Vectors travel as raw float32 bytes.
 
 Why pyzmq and msgspec: zmq frames messages, buffers them in its own I/O thread (a slow
 reader never blocks the engine's step loop, which holds the GIL) and plugs into asyncio
@@ -20,6 +21,13 @@ import msgspec
 
 # Why a request ended, as the engine reports it. "cancelled": the HTTP side asked for it.
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
+# What an engine process runs, picked by the registry entry's task: a generative model
+# (chat and completions), a sentence embedder, or a cross-encoder reranker.
+EngineKind = Literal["llm", "embedding", "rerank"]
+# One token as the logprobs of an answer show it: its own text (the engine detokenizes)
+# and its log probability; the first token of an echoed prompt has none.
+TokenLogprob = tuple[str, float]
+PromptLogprob = tuple[str, float | None]
 
 
 class EngineConfig(msgspec.Struct, frozen=True):
@@ -30,6 +38,8 @@ class EngineConfig(msgspec.Struct, frozen=True):
     kv_cache_gb: int = 0
     kv_cache_precision: str | None = None
     cache_dir: str | None = None
+    # Embedding and rerank models: inputs one pipeline call takes at most.
+    encoder_batch: int = 32
 
 
 class EngineSpec(msgspec.Struct, frozen=True):
@@ -38,6 +48,7 @@ class EngineSpec(msgspec.Struct, frozen=True):
     name: str
     path: str
     config: EngineConfig
+    kind: EngineKind
     inbox: str  # zmq address the engine reads requests from
     outbox: str  # zmq address the engine writes steps to
     heartbeat_seconds: float = 0.5
@@ -62,19 +73,68 @@ class SamplingParams(msgspec.Struct, frozen=True):
     grammar: str | None = None  # an EBNF the HTTP side built and checked, never a user's text
     min_new_tokens: int | None = None
     ignore_eos: bool = False
+    # The chosen token's log probability with each token (GenAI gives no alternatives).
+    logprobs: bool = False
+    # With ``logprobs``: the prompt's tokens and their log probabilities too.
+    echo: bool = False
 
 
 # ---------------------------------------------------------------- HTTP process -> engine
 
 
 class Generate(msgspec.Struct, tag=True, frozen=True):
-    """A generation request. The engine renders ``messages`` (and ``tools``) with the model's
-    chat template and encodes the result; a request whose prompt does not fit is refused."""
+    """A generation request, from chat ``messages`` (and ``tools``), which the engine renders
+    with the model's chat template, or from a raw ``prompt`` (text or token ids; with a
+    ``suffix``, a fill-in-the-middle prompt in the model's own tokens). A request whose
+    prompt does not fit is refused."""
 
     rid: int
     params: SamplingParams
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    prompt_ids: list[int] | None = None
+    suffix: str | None = None
+
+
+class Embed(msgspec.Struct, tag=True, frozen=True):
+    """Embed ``texts`` or ``token_ids`` (one list per input). Requests waiting together
+    share one pipeline call."""
+
+    rid: int
+    texts: list[str] | None = None
+    token_ids: list[list[int]] | None = None
+    prompt_name: str | None = None
+    truncate: bool = False
+    dimensions: int | None = None
+
+
+class Rerank(msgspec.Struct, tag=True, frozen=True):
+    """Score each document's relevance to the query."""
+
+    rid: int
+    query: str
+    documents: list[str]
+
+
+class Tokenize(msgspec.Struct, tag=True, frozen=True):
+    """Token ids of a ``prompt``, or of ``messages`` rendered with the chat template."""
+
+    rid: int
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+    token_strs: bool = False
+
+
+class Detokenize(msgspec.Struct, tag=True, frozen=True):
+    rid: int
+    tokens: list[int]
+
+
+# Requests that get one reply rather than a stream of outputs.
+Work = Embed | Rerank | Tokenize | Detokenize
 
 
 class Cancel(msgspec.Struct, tag=True, frozen=True):
@@ -85,7 +145,7 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     pass
 
 
-ToEngine = Generate | Cancel | Shutdown
+ToEngine = Generate | Embed | Rerank | Tokenize | Detokenize | Cancel | Shutdown
 
 
 # ---------------------------------------------------------------- engine -> HTTP process
@@ -95,7 +155,9 @@ class Ready(msgspec.Struct, tag=True, frozen=True):
     device: str
     load_seconds: float
     chat_template: str
+    # Tokens one request may take: the context window, or an encoder's maximum input.
     context_length: int | None
+    dimension: int | None = None  # an embedder's vector size
 
 
 class LoadFailed(msgspec.Struct, tag=True, frozen=True):
@@ -119,11 +181,60 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
     code: str | None = None
     prompt_tokens: int | None = None
     prompt_tail: str | None = None
+    # With SamplingParams.logprobs: one entry per token whose text this output (or an
+    # earlier one) carries; their texts add up to the answer's text.
+    logprobs: list[TokenLogprob] | None = None
+    # With SamplingParams.echo as well: the prompt's tokens, once, on the first step.
+    prompt_logprobs: list[PromptLogprob] | None = None
+
+
+class Embedded(msgspec.Struct, tag=True, frozen=True):
+    """The vectors of one Embed request: float32 rows, little-endian, one per input."""
+
+    rid: int
+    vectors: bytes
+    dimension: int
+    token_counts: list[int]
+    batch: int  # inputs in the pipeline call that served this request
+
+
+class Ranked(msgspec.Struct, tag=True, frozen=True):
+    rid: int
+    scores: list[float]  # in the documents' order
+    tokens: int
+    batch: int
+
+
+class Tokenized(msgspec.Struct, tag=True, frozen=True):
+    rid: int
+    ids: list[int]
+    strs: list[str] | None = None
+
+
+class Detokenized(msgspec.Struct, tag=True, frozen=True):
+    rid: int
+    text: str
+
+
+class Refused(msgspec.Struct, tag=True, frozen=True):
+    """A request that ended without a result. With ``code`` the request was at fault
+    (the API answers 400 naming ``param``); without, the engine failed it."""
+
+    rid: int
+    error: str
+    code: str | None = None
+    param: str | None = None
+
+
+Reply = Embedded | Ranked | Tokenized | Detokenized | Refused
+# Refused.error of a request the engine dropped at Shutdown (code "cancelled").
+STOPPED = "the model was stopped"
 
 
 class Step(msgspec.Struct, tag=True, frozen=True):
     outputs: list[Output]
     sent_at: float  # time.monotonic() in the engine: the same clock in every process
+    replies: list[Reply] = []
 
 
 class Heartbeat(msgspec.Struct, tag=True, frozen=True):

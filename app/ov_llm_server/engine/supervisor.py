@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .client import EngineProcess, LoadError
-from .messages import EngineConfig
+from .messages import EngineConfig, EngineKind
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Supervisor:
         configs: list[EngineConfig],
         runtime_dir: Path,
         *,
+        kind: EngineKind = "llm",
         load_timeout: float,
         stall_seconds: float,
         on_step: Callable[[float], None] | None = None,
@@ -75,6 +76,7 @@ class Supervisor:
     ) -> None:
         self.name = name
         self.path = path
+        self.kind: EngineKind = kind
         self._configs = configs  # the device first, then the fallback device, if any
         self._runtime_dir = runtime_dir
         self._load_timeout = load_timeout
@@ -190,6 +192,7 @@ class Supervisor:
                 self.path,
                 config,
                 self._runtime_dir,
+                kind=self.kind,
                 on_exit=self._exited,
                 on_step=self._on_step,
                 stall_seconds=self._stall,

@@ -2,14 +2,19 @@
 
 Only the engine loop calls into a :class:`LlmRunner`, so the pipeline (which is not
 thread-safe) is only ever touched by one thread. :meth:`LlmRunner.add` renders a request's
-messages with the chat template and encodes them here, where the tokenizer lives: GenAI's
-tokenizer holds the GIL while it loads (seconds for a GGUF), which would freeze the HTTP
-process's event loop. Each :meth:`LlmRunner.step` runs one pipeline step and turns its new
-tokens into text: one batched detokenizer call for every request, then stop sequences.
+messages with the chat template (or takes a raw prompt) and encodes it here, where the
+tokenizer lives: GenAI's tokenizer holds the GIL while it loads (seconds for a GGUF), which
+would freeze the HTTP process's event loop. Each :meth:`LlmRunner.step` runs one pipeline
+step and turns its new tokens into text: one batched detokenizer call for every request,
+then stop sequences.
+
+Log probabilities: GenAI 2026.4 reports the chosen token's log probability only (no
+alternatives), for generated tokens and, with ``echo``, for the prompt's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +25,45 @@ import openvino_genai as og
 
 from ...capabilities import context_length
 from ...textutil import one_line
-from ..messages import EngineConfig, EngineFinish, Generate, Output
+from ..messages import (
+    EngineConfig,
+    EngineFinish,
+    Generate,
+    Output,
+    PromptLogprob,
+    TokenLogprob,
+    Work,
+)
 from . import faults
 from .pipelines import build_pipeline
+from .runner import Result
 from .sampling import generation_config, model_defaults
-from .text import IncrementalDetokenizer, StopMatcher
+from .text import (
+    IncrementalDetokenizer,
+    StopMatcher,
+    TokenLogprobs,
+    decode_windows,
+    token_texts,
+)
+from .tokens import Vocabulary
+
+# Fill-in-the-middle markers (prefix, suffix, middle) of the model families that have them,
+# in the prefix-suffix-middle order all of them were trained on.
+FIM_MARKERS = (
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder, ...
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder, SantaCoder, ...
+    ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),  # DeepSeek-Coder
+)
+
+
+def fim_markers(is_token: Callable[[str], bool]) -> tuple[str, str, str] | None:
+    """The first family of fill-in-the-middle markers that are each one token of the model."""
+    return next((m for m in FIM_MARKERS if all(is_token(marker) for marker in m)), None)
+
+
+def fim_prompt(markers: tuple[str, str, str], prefix: str, suffix: str) -> str:
+    begin, hole, end = markers
+    return f"{begin}{prefix}{hole}{suffix}{end}"
 
 
 @dataclass
@@ -33,6 +72,8 @@ class _Request:
     handle: Any
     detokenizer: IncrementalDetokenizer
     stop: StopMatcher
+    logprobs: TokenLogprobs | None
+    echoed: int  # prompt tokens the first read starts with (GenAI's echo)
     tokens: int = 0
     last_finish: Any = None
 
@@ -48,6 +89,9 @@ class RequestRefused(Exception):
 class LlmRunner:
     """One generative model, continuously batched."""
 
+    accepts: tuple[type[Generate | Work], ...] = (Generate,)
+    dimension: int | None = None
+
     def __init__(self, path: Path, config: EngineConfig) -> None:
         self._pipe = build_pipeline(path, config)
         self._tokenizer = self._pipe.get_tokenizer()
@@ -55,19 +99,25 @@ class LlmRunner:
         self._active: dict[int, _Request] = {}
         self.chat_template: str = self._tokenizer.chat_template or ""
         self.context_length = context_length(path)
+        self.vocabulary = Vocabulary(self._tokenizer, self._render if self.chat_template else None)
+        self._fim = fim_markers(self._is_token)
 
     @property
     def busy(self) -> bool:
         return bool(self._active)
 
-    def add(self, request: Generate) -> Output:
+    def add(self, request: Generate | Work) -> Result:
         """Starts a request. The Output acknowledges it, or says why it was refused."""
+        assert isinstance(request, Generate)
         try:
             faults.check("add")
             prompt, ids = self._prompt(request)
             params = request.params
             max_new = self._budget(len(ids), params.max_new_tokens, params.shortest_answer)
-            config = generation_config(params, self._defaults, max_new)
+            # GenAI's echo gives the prompt's log probabilities; with no new token it is also
+            # what lets a request only score its prompt.
+            echo = params.echo and (params.logprobs or max_new == 0)
+            config = generation_config(params, self._defaults, max_new, echo=echo)
             tensor = ov.Tensor(np.array([ids], dtype=np.int64))
             handle = self._pipe.add_request(request.rid, tensor, config)
         except faults.InjectedFault:
@@ -79,25 +129,59 @@ class LlmRunner:
         self._active[request.rid] = _Request(
             request.rid,
             handle,
-            IncrementalDetokenizer(self._tokenizer),
-            StopMatcher(request.params.stop),
+            IncrementalDetokenizer(self._tokenizer, per_token=params.logprobs),
+            StopMatcher(params.stop),
+            TokenLogprobs() if params.logprobs else None,
+            len(ids) if echo else 0,
         )
         return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
 
     def _prompt(self, request: Generate) -> tuple[str, list[int]]:
-        try:
-            prompt = str(
-                self._tokenizer.apply_chat_template(
-                    request.messages, add_generation_prompt=True, tools=request.tools or None
+        if request.messages is not None:
+            try:
+                prompt = self._render(request.messages, True, request.tools)
+            except Exception as exc:  # genai raises RuntimeError with the Jinja message
+                raise RequestRefused(
+                    "template_error",
+                    f"The model's chat template cannot render these messages: {one_line(exc)}",
+                ) from exc
+            # The chat template already places BOS where the model wants it.
+            return prompt, self.vocabulary.encode(prompt, add_special_tokens=False)
+        if request.prompt_ids is not None:
+            size = len(self.vocabulary.strings)
+            bad = next((i for i in request.prompt_ids if not 0 <= i < size), None)
+            if bad is not None:
+                raise RequestRefused(
+                    "invalid_token_id",
+                    f"token id {bad} is outside this model's vocabulary (0 to {size - 1})",
                 )
+            return "", list(request.prompt_ids)
+        prompt = request.prompt or ""
+        if request.suffix is not None:
+            if self._fim is None:
+                raise RequestRefused(
+                    "fim_unsupported",
+                    "'suffix' needs a model trained for fill-in-the-middle; this one has no "
+                    "fill-in-the-middle tokens",
+                )
+            prompt = fim_prompt(self._fim, prompt, request.suffix)
+        # A raw prompt gets the special tokens (BOS) the model's tokenizer adds.
+        return prompt, self.vocabulary.encode(prompt, add_special_tokens=True)
+
+    def _render(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        return str(
+            self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=add_generation_prompt, tools=tools or None
             )
-        except Exception as exc:  # genai raises RuntimeError with the Jinja message
-            raise RequestRefused(
-                "template_error",
-                f"The model's chat template cannot render these messages: {one_line(exc)}",
-            ) from exc
-        # The chat template already places BOS where the model wants it.
-        return prompt, self._encode(prompt)
+        )
+
+    def _is_token(self, text: str) -> bool:
+        return len(self.vocabulary.encode(text, add_special_tokens=False)) == 1
 
     def _budget(self, prompt_tokens: int, wanted: int, shortest_answer: str | None) -> int:
         """The new tokens a request may generate: what it asked for, within the context."""
@@ -108,11 +192,11 @@ class LlmRunner:
                 raise RequestRefused(
                     "context_length_exceeded",
                     f"This model's maximum context length is {self.context_length} tokens; "
-                    f"the messages take {prompt_tokens}",
+                    f"the prompt takes {prompt_tokens}",
                 )
             budget = min(wanted, room)
         if shortest_answer is not None:
-            needed = len(self._encode(shortest_answer)) + 1  # and the end token
+            needed = len(self.vocabulary.encode(shortest_answer, False)) + 1  # and the end token
             if needed > budget:
                 what = f"max_tokens {wanted}" if budget == wanted else f"the {budget} tokens left"
                 raise RequestRefused(
@@ -122,75 +206,97 @@ class LlmRunner:
                 )
         return budget
 
-    def _encode(self, text: str) -> list[int]:
-        ids = self._tokenizer.encode(text, add_special_tokens=False).input_ids.data[0]
-        return list(ids.tolist())
-
-    def cancel(self, rid: int) -> Output | None:
+    def cancel(self, rid: int) -> Result | None:
         request = self._active.pop(rid, None)
         if request is None:
             return None
         request.handle.cancel()
         return Output(rid, "", request.tokens, "cancelled")
 
-    def cancel_all(self) -> list[Output]:
+    def cancel_all(self) -> list[Result]:
         return [out for rid in list(self._active) if (out := self.cancel(rid)) is not None]
 
-    def fail_all(self, error: str) -> list[Output]:
-        """Ends every request with an error (the engine is about to exit)."""
-        outputs = [Output(r.rid, "", r.tokens, "error", error) for r in self._active.values()]
+    def fail_all(self, error: str) -> list[Result]:
+        outputs: list[Result] = [
+            Output(r.rid, "", r.tokens, "error", error) for r in self._active.values()
+        ]
         self._active.clear()
         return outputs
 
-    def step(self) -> list[Output]:
+    def step(self) -> list[Result]:
         """One pipeline step. An exception here means the pipeline is broken."""
         faults.check("step")
         self._pipe.step()
         faults.check("read")
         requests = list(self._active.values())
         windows: list[list[int]] = []
-        slots: list[int | None] = []
+        slots: list[tuple[int, int] | None] = []
+        news: list[tuple[list[float], list[PromptLogprob] | None]] = []
         for request in requests:
             outputs = request.handle.read() if request.handle.can_read() else {}
             output = next(iter(outputs.values()), None)  # one sequence per request (n=1)
             if output is None:
                 slots.append(None)
+                news.append(([], None))
                 continue
-            ids = list(output.generated_ids)
+            ids, logprobs = list(output.generated_ids), list(output.generated_log_probs)
+            echoed = None
+            if request.echoed:
+                echoed = self._echoed(request, ids[: request.echoed], logprobs[: request.echoed])
+                ids, logprobs = ids[request.echoed :], logprobs[request.echoed :]
+                request.echoed = 0
             request.tokens += len(ids)
             request.last_finish = output.finish_reason
-            slots.append(len(windows))
-            windows += request.detokenizer.windows(ids)
+            new_windows = request.detokenizer.windows(ids)
+            slots.append((len(windows), len(new_windows)))
+            news.append((logprobs, echoed))
+            windows += new_windows
         faults.check("detokenize")
         # One batched decode for every request's windows: each decode call is an inference
         # of the detokenizer model, whose fixed cost dwarfs its cost per token.
-        texts = self._decode_batch(windows)
-        results: list[Output] = []
-        for request, slot in zip(requests, slots, strict=True):
-            delta = "" if slot is None else request.detokenizer.advance(*texts[slot : slot + 2])
-            result = self._collect(request, delta)
+        texts = decode_windows(self._tokenizer, windows)
+        results: list[Result] = []
+        for request, slot, (logprobs, echoed) in zip(requests, slots, news, strict=True):
+            pieces = [] if slot is None else request.detokenizer.advance(texts[slot[0] : sum(slot)])
+            if request.logprobs is not None:
+                request.logprobs.push(pieces, logprobs)
+            result = self._collect(request, "".join(pieces), echoed)
             if result is not None:
                 results.append(result)
         return results
 
-    def _decode_batch(self, windows: list[list[int]]) -> list[str]:
-        texts = [""] * len(windows)
-        todo = [i for i, window in enumerate(windows) if window]
-        if todo:
-            decoded = self._tokenizer.decode([windows[i] for i in todo])
-            for i, text in zip(todo, decoded, strict=True):
-                texts[i] = str(text)
-        return texts
+    def _echoed(
+        self, request: _Request, ids: list[int], logprobs: list[float]
+    ) -> list[PromptLogprob] | None:
+        """The prompt's tokens as logprobs show them; the first token has no probability."""
+        if request.logprobs is None:
+            return None
+        texts = token_texts(self._tokenizer, ids)
+        return [
+            (text, None if index == 0 else logprob)
+            for index, (text, logprob) in enumerate(zip(texts, logprobs, strict=True))
+        ]
 
-    def _collect(self, request: _Request, delta: str) -> Output | None:
+    def _collect(
+        self, request: _Request, delta: str, echoed: list[PromptLogprob] | None
+    ) -> Output | None:
         handle = request.handle
         new_text, stopped = request.stop.push(delta) if delta else ("", False)
         status = handle.get_status()
         if stopped:
             handle.stop()
-            return self._finish(request, "stop", new_text)
+            return self._finish(request, "stop", new_text, echoed, cut=True)
         if status == og.GenerationStatus.RUNNING:
-            return Output(request.rid, new_text, request.tokens) if new_text else None
+            if not new_text and echoed is None:
+                return None
+            logprobs = request.logprobs.release(new_text) if request.logprobs else None
+            return Output(
+                request.rid,
+                new_text,
+                request.tokens,
+                logprobs=logprobs,
+                prompt_logprobs=echoed,
+            )
         if status in (og.GenerationStatus.FINISHED, og.GenerationStatus.STOP):
             tail, stopped = request.stop.push(request.detokenizer.flush())
             if not stopped:
@@ -198,11 +304,34 @@ class LlmRunner:
             reason: EngineFinish = (
                 "length" if request.last_finish == og.GenerationFinishReason.LENGTH else "stop"
             )
-            return self._finish(request, "stop" if stopped else reason, new_text + tail)
-        return self._finish(request, "error", new_text, f"generation {status.name.lower()}")
+            text = new_text + tail
+            return self._finish(request, "stop" if stopped else reason, text, echoed, cut=stopped)
+        return self._finish(request, "error", new_text, echoed, f"generation {status.name.lower()}")
 
     def _finish(
-        self, request: _Request, reason: EngineFinish, text: str, error: str | None = None
+        self,
+        request: _Request,
+        reason: EngineFinish,
+        text: str,
+        echoed: list[PromptLogprob] | None,
+        error: str | None = None,
+        *,
+        cut: bool = False,
     ) -> Output:
+        """The request's last output. ``cut``: a stop sequence cut the text, and the tokens
+        past the cut are not reported."""
         self._active.pop(request.rid, None)
-        return Output(request.rid, text, request.tokens, reason, error)
+        logprobs: list[TokenLogprob] | None = None
+        if request.logprobs is not None:
+            logprobs = request.logprobs.release(text)
+            if not cut:
+                logprobs += request.logprobs.rest()
+        return Output(
+            request.rid,
+            text,
+            request.tokens,
+            reason,
+            error,
+            logprobs=logprobs,
+            prompt_logprobs=echoed,
+        )

@@ -1,10 +1,12 @@
 """The engine process: ``python -m ov_llm_server.engine.core '<EngineSpec as JSON>'``.
 
 One process per loaded model, started and watched by the HTTP process's supervisor. It
-loads the model and says :class:`Ready` (or :class:`LoadFailed`), then loops: take every
-waiting message, run one pipeline step, send one :class:`Step` with every request's new
-text. When idle it sends a :class:`Heartbeat` every ``heartbeat_seconds``, so silence
-means it is stuck.
+loads the model with the runner of its kind (``EngineSpec.kind``: a generative model, an
+embedder or a reranker) and says :class:`Ready` (or :class:`LoadFailed`), then loops: take
+every waiting message, run one pipeline step (a generation step, or one batched encoder
+call), send one :class:`Step` with every request's new text and every finished reply.
+``/tokenize`` and ``/detokenize`` are answered as they arrive, between steps. When idle it
+sends a :class:`Heartbeat` every ``heartbeat_seconds``, so silence means it is stuck.
 
 Exit codes: 0 after :class:`Shutdown`; ``EXIT_LOAD_FAILED`` after :class:`LoadFailed`;
 ``EXIT_FATAL`` after a failed step (a pipeline whose step raised stays broken, so a fresh
@@ -30,22 +32,25 @@ import zmq
 from ...textutil import one_line
 from ..messages import (
     Cancel,
+    Detokenize,
     EngineSpec,
     Fatal,
     FromEngine,
-    Generate,
     Heartbeat,
     LoadFailed,
     Output,
     Ready,
+    Refused,
+    Reply,
     Shutdown,
     Step,
+    Tokenize,
     encoder,
     spec_decoder,
     to_engine_decoder,
 )
 from . import faults
-from .llm import LlmRunner
+from .runner import Result, Runner
 
 log = logging.getLogger("ov_llm_server.engine")
 
@@ -57,10 +62,50 @@ OOM_SCORE_ADJ = 500
 _PR_SET_PDEATHSIG = 1
 
 
+def build_runner(spec: EngineSpec) -> Runner:
+    """The runner of the model's kind; its imports come only with it."""
+    path = Path(spec.path)
+    if spec.kind == "embedding":
+        from .embed import EmbeddingRunner
+
+        return EmbeddingRunner(path, spec.config)
+    if spec.kind == "rerank":
+        from .rerank import RerankRunner
+
+        return RerankRunner(path, spec.config)
+    from .llm import LlmRunner
+
+    return LlmRunner(path, spec.config)
+
+
+class _Outbox:
+    """What one loop iteration sends: the outputs of generations and one-shot replies."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+        self.replies: list[Reply] = []
+
+    def put(self, result: Result | None) -> None:
+        if isinstance(result, Output):
+            self.outputs.append(result)
+        elif result is not None:
+            self.replies.append(result)
+
+    def put_all(self, results: list[Result]) -> None:
+        for result in results:
+            self.put(result)
+
+    def step(self) -> Step:
+        return Step(self.outputs, time.monotonic(), self.replies)
+
+    def __bool__(self) -> bool:
+        return bool(self.outputs or self.replies)
+
+
 class EngineLoop:
     def __init__(
         self,
-        runner: LlmRunner,
+        runner: Runner,
         inbox: zmq.Socket[bytes],
         outbox: zmq.Socket[bytes],
         spec: EngineSpec,
@@ -75,28 +120,30 @@ class EngineLoop:
         poller = zmq.Poller()
         poller.register(self.inbox, zmq.POLLIN)
         while True:
-            outputs: list[Output] = []
+            out = _Outbox()
             wait_ms = 0 if self.runner.busy else int(self.heartbeat * 1000)
             try:
-                if poller.poll(wait_ms) and self._receive(outputs):
-                    self._send(Step(outputs, time.monotonic()))
+                if poller.poll(wait_ms) and self._receive(out):
+                    self._send(out.step())
                     return 0
                 if self.runner.busy:
-                    outputs += self.runner.step()
-                if outputs:
+                    out.put_all(self.runner.step())
+                if out:
                     faults.check("send")
-                    self._send(Step(outputs, time.monotonic()))
+                    self._send(out.step())
                 elif time.monotonic() - self._last_sent >= self.heartbeat:
                     self._send(Heartbeat(time.monotonic()))
             except Exception as exc:
                 error = one_line(exc)
                 log.exception("engine loop failed; exiting so that a fresh engine replaces it")
-                self._send(Step(outputs + self.runner.fail_all(error), time.monotonic()))
+                out.put_all(self.runner.fail_all(error))
+                self._send(out.step())
                 self._send(Fatal(error))
                 return EXIT_FATAL
 
-    def _receive(self, outputs: list[Output]) -> bool:
+    def _receive(self, out: _Outbox) -> bool:
         """Takes every waiting message; True on Shutdown."""
+        runner = self.runner
         while True:
             try:
                 frame = self.inbox.recv(zmq.NOBLOCK)
@@ -104,15 +151,21 @@ class EngineLoop:
                 return False
             faults.check("receive")
             message = to_engine_decoder.decode(frame)
-            if isinstance(message, Generate):
-                outputs.append(self.runner.add(message))
+            if isinstance(message, Tokenize):
+                out.put(runner.vocabulary.tokenize(message))
+            elif isinstance(message, Detokenize):
+                out.put(runner.vocabulary.detokenize(message))
             elif isinstance(message, Cancel):
-                cancelled = self.runner.cancel(message.rid)
-                if cancelled is not None:
-                    outputs.append(cancelled)
+                out.put(runner.cancel(message.rid))
             elif isinstance(message, Shutdown):
-                outputs += self.runner.cancel_all()
+                out.put_all(runner.cancel_all())
                 return True
+            elif isinstance(message, runner.accepts):
+                out.put(runner.add(message))
+            else:  # the HTTP side checks the kind first: this is a bug there
+                out.put(
+                    Refused(message.rid, f"a {type(message).__name__} request reached this engine")
+                )
 
     def _send(self, message: FromEngine) -> None:
         self.outbox.send(encoder.encode(message))
@@ -152,14 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     outbox.connect(spec.outbox)
     started = time.perf_counter()
     try:
-        runner = LlmRunner(Path(spec.path), spec.config)
+        runner = build_runner(spec)
     except Exception as exc:
         log.error("loading %s on %s failed: %s", spec.path, spec.config.device, one_line(exc))
         outbox.send(encoder.encode(LoadFailed(one_line(exc))))
         outbox.close()
         return EXIT_LOAD_FAILED
     load_seconds = time.perf_counter() - started
-    ready = Ready(spec.config.device, load_seconds, runner.chat_template, runner.context_length)
+    ready = Ready(
+        spec.config.device,
+        load_seconds,
+        runner.chat_template,
+        runner.context_length,
+        runner.dimension,
+    )
     outbox.send(encoder.encode(ready))
     code = EngineLoop(runner, inbox, outbox, spec).run()
     outbox.close()

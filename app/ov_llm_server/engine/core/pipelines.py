@@ -28,3 +28,11 @@ def build_pipeline(path: Path, config: EngineConfig) -> Any:
         Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
         properties["CACHE_DIR"] = config.cache_dir
     return og.ContinuousBatchingPipeline(str(path), scheduler, config.device, properties)
+
+
+def encoder_properties(config: EngineConfig) -> dict[str, Any]:
+    """OpenVINO properties of an embedding or rerank pipeline (the compiled-model cache)."""
+    if config.cache_dir is None:
+        return {}
+    Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+    return {"CACHE_DIR": config.cache_dir}

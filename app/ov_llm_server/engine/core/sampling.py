@@ -29,11 +29,16 @@ def model_defaults(config: Any) -> dict[str, Any]:
     return defaults
 
 
-def generation_config(params: SamplingParams, defaults: dict[str, Any], max_new_tokens: int) -> Any:
+def generation_config(
+    params: SamplingParams, defaults: dict[str, Any], max_new_tokens: int, *, echo: bool = False
+) -> Any:
     cfg = og.GenerationConfig(**defaults)
     cfg.max_new_tokens = max_new_tokens
     cfg.num_return_sequences = 1
     cfg.apply_chat_template = False
+    if params.logprobs:
+        cfg.logprobs = 1  # the chosen token's: GenAI computes no alternatives
+    cfg.echo = echo
     if params.temperature is not None:
         if params.temperature == 0:
             cfg.do_sample = False

@@ -3,10 +3,17 @@
 No HTTP, no asyncio: the engine's loop calls these synchronously. Everything the models need
 besides their IR (pooling, normalisation, prompts, limits) comes from ``encoder_config``.
 
-Embeddings are batch-friendly in three steps, so that one model call serves many requests:
-``prepare`` (per request: prompt, token count, length check), ``run`` (one batched call for the
-prepared texts of every waiting request) and ``finish`` (per request: Matryoshka truncation).
-``embed`` does the three for one request.
+Embeddings are batch-friendly, so that one model call serves many requests: per request,
+``inputs`` (prompt, token ids to text, checks); per batch, one ``run`` (the vectors and
+token counts of every input of every waiting request); per request again, ``fit`` (an
+over-length input refuses its request unless it asked for truncation) and ``finish``
+(Matryoshka truncation). ``embed`` does it all for one request.
+
+The token counts (``usage``, the length checks) cost a tokenization besides the pipeline's
+own, which TextEmbeddingPipeline does not report. A tokenizer call costs about 1.5 ms
+however short its input, as much as a whole model call of a tiny embedder: so there is one
+per batch, not one per request, and it runs while the pipeline works (its asynchronous
+call), not before it.
 """
 
 from __future__ import annotations
@@ -93,14 +100,6 @@ def _check_tokenizer(path: Path) -> None:
 
 
 @dataclass(frozen=True)
-class PreparedInputs:
-    """One request's inputs as the model will see them, with their token counts."""
-
-    texts: list[str]
-    token_counts: list[int]
-
-
-@dataclass(frozen=True)
 class Embeddings:
     vectors: Vectors  # float32, one row per input
     token_counts: list[int]
@@ -130,14 +129,14 @@ class EmbeddingModel:
         pipe_config = og.TextEmbeddingPipeline.Config()
         pipe_config.pooling_type = _POOLING[self.config.pooling]
         pipe_config.normalize = self.config.normalize
-        # With max_length the pipeline truncates; inputs over it are refused in ``prepare``
-        # unless the request asked for truncation. Prompts are prepended there too: the
+        # With max_length the pipeline truncates; inputs over it are refused in ``fit``
+        # unless the request asked for truncation. Prompts are prepended in ``inputs``: the
         # pipeline's two instruction slots are fixed at construction, a request picks its own.
         pipe_config.max_length = self.config.max_length
         self._pipe = og.TextEmbeddingPipeline(str(path), device, pipe_config, **(properties or {}))
         # The pipeline does not expose its tokenizer; this one counts the tokens it will see.
-        self._tokenizer = og.Tokenizer(str(path))
-        self.vocab_size = _vocab_size(path, self._tokenizer)
+        self.tokenizer = og.Tokenizer(str(path))
+        self.vocab_size = _vocab_size(path, self.tokenizer)
         self.dimension = len(self._pipe.embed_documents(["."])[0])
 
     @property
@@ -177,39 +176,25 @@ class EmbeddingModel:
             )
         return self.config.prompts[prompt_name]
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Tokens per text, special tokens included, before any truncation."""
-        counts: list[int] = []
-        for part in _chunks(len(texts), self.max_batch):
-            counts += _token_counts(self._tokenizer.encode(list(texts[part])))
-        return counts
+    def inputs(
+        self,
+        texts: Sequence[str] | None = None,
+        token_ids: Sequence[Sequence[int]] | None = None,
+        prompt_name: str | None = None,
+    ) -> list[str]:
+        """What the model embeds for one request: prompted texts, or token ids as text.
 
-    def prepare(
-        self, texts: Sequence[str], *, prompt_name: str | None = None, truncate: bool = False
-    ) -> PreparedInputs:
-        """Prompted texts and their token counts; over-length inputs refused unless truncated."""
-        prefix = self.prompt(prompt_name)
-        prompted = [prefix + text for text in texts]
-        counts = self.count_tokens(prompted)
-        for index, count in enumerate(counts):
-            if count > self.max_length:
-                if not truncate:
-                    raise InputTooLong(index, count, self.max_length)
-                counts[index] = self.max_length
-        return PreparedInputs(prompted, counts)
-
-    def prepare_token_ids(
-        self, inputs: Sequence[Sequence[int]], *, truncate: bool = False
-    ) -> PreparedInputs:
-        """Token-id inputs (OpenAI's ``input`` as arrays of ints), in this model's vocabulary.
-
-        TextEmbeddingPipeline takes text only, so the ids are decoded and encoded again. For
-        ids that came from this model's tokenizer that gives the same tokens back (special
-        tokens are dropped and added again where the model wants them); an unusual split of a
-        word is replaced by the tokenizer's own. No prompt is added: the caller tokenized
+        TextEmbeddingPipeline takes text only, so token ids (OpenAI's ``input`` as arrays of
+        ints, in this model's vocabulary) are decoded, to be encoded again. For ids that came
+        from this model's tokenizer that gives the same tokens back (special tokens are
+        dropped and added again where the model wants them); an unusual split of a word is
+        replaced by the tokenizer's own. No prompt is added to them: the caller tokenized
         exactly what it wants embedded.
         """
-        for index, ids in enumerate(inputs):
+        if token_ids is None:
+            prefix = self.prompt(prompt_name)
+            return [prefix + text for text in texts or ()]
+        for index, ids in enumerate(token_ids):
             if not ids:
                 raise EncoderInputError(f"input {index} is an empty token array", param="input")
             bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
@@ -219,26 +204,33 @@ class EmbeddingModel:
                     f"(0 to {self.vocab_size - 1})",
                     param="input",
                 )
-        texts = [str(self._tokenizer.decode(list(ids), skip_special_tokens=True)) for ids in inputs]
-        counts = self.count_tokens(texts)
-        for index, count in enumerate(counts):
-            if count > self.max_length:
-                if not truncate:
-                    raise InputTooLong(index, count, self.max_length)
-                counts[index] = self.max_length
-        return PreparedInputs(texts, counts)
+        decoded = self.tokenizer.decode([list(ids) for ids in token_ids], skip_special_tokens=True)
+        return [str(text) for text in decoded]
 
     # ------------------------------------------------------------ the batch
 
-    def run(self, texts: Sequence[str]) -> Vectors:
-        """One row per text: the batched model call, shared by every waiting request."""
+    def fit(self, counts: Sequence[int], truncate: bool, first: int = 0) -> list[int]:
+        """One request's token counts (of its inputs from ``first`` on) as the model reads
+        them: over-length inputs are refused (:class:`InputTooLong`), or cut to the model's
+        maximum when truncation was asked for."""
+        for index, count in enumerate(counts, start=first):
+            if count > self.max_length and not truncate:
+                raise InputTooLong(index, count, self.max_length)
+        return [min(count, self.max_length) for count in counts]
+
+    def run(self, texts: Sequence[str]) -> tuple[Vectors, list[int]]:
+        """One row per text, and its tokens (special tokens included, before truncation):
+        the batched model call, shared by every waiting request."""
         rows: list[Vectors] = []
+        counts: list[int] = []
         for part in _chunks(len(texts), self.max_batch):
-            result = self._pipe.embed_documents(list(texts[part]))
-            rows.append(np.asarray(result, dtype=np.float32))
+            chunk = list(texts[part])
+            self._pipe.start_embed_documents_async(chunk)
+            counts += _token_counts(self.tokenizer.encode(chunk))
+            rows.append(np.asarray(self._pipe.wait_embed_documents(), dtype=np.float32))
         if not rows:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.concatenate(rows)
+            return np.zeros((0, self.dimension), dtype=np.float32), []
+        return np.concatenate(rows), counts
 
     # ------------------------------------------------------------ per request, after the batch
 
@@ -255,17 +247,17 @@ class EmbeddingModel:
 
     def embed(
         self,
-        texts: Sequence[str],
+        texts: Sequence[str] | None = None,
         *,
+        token_ids: Sequence[Sequence[int]] | None = None,
         prompt_name: str | None = None,
         truncate: bool = False,
         dimensions: int | None = None,
     ) -> Embeddings:
-        """One request, start to end."""
+        """One request, start to end: what the engine does for each request of a batch."""
         self.check_dimensions(dimensions)
-        prepared = self.prepare(texts, prompt_name=prompt_name, truncate=truncate)
-        vectors = self.finish(self.run(prepared.texts), dimensions)
-        return Embeddings(vectors, prepared.token_counts)
+        vectors, counts = self.run(self.inputs(texts, token_ids, prompt_name))
+        return Embeddings(self.finish(vectors, dimensions), self.fit(counts, truncate))
 
 
 @dataclass(frozen=True)
@@ -308,7 +300,7 @@ class RerankModel:
         pipe_config.max_length = self.config.max_length
         self._pipe = og.TextRerankPipeline(str(path), device, pipe_config, **(properties or {}))
         # The pipeline takes pairs the same way when the tokenizer IR has one text input.
-        self._tokenizer = og.Tokenizer(str(path), add_second_input=True)
+        self.tokenizer = og.Tokenizer(str(path), add_second_input=True)
 
     @property
     def max_length(self) -> int:
@@ -318,7 +310,7 @@ class RerankModel:
         """Tokens the model reads: every (query, document) pair after truncation."""
         total = 0
         for part in _chunks(len(documents), self.max_batch):
-            encoded = self._tokenizer.encode(
+            encoded = self.tokenizer.encode(
                 [query], list(documents[part]), truncation=True, max_length=self.max_length
             )
             total += sum(_token_counts(encoded))

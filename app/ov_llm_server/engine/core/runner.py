@@ -1,0 +1,80 @@
+"""What the engine loop asks of a model, whatever its kind (``llm``, ``embed``, ``rerank``)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Generic, Protocol, TypeVar
+
+from ..messages import STOPPED, Generate, Output, Refused, Reply, Work
+from .tokens import Vocabulary
+
+# What a runner hands back to the loop: a generation's output, or a one-shot reply.
+Result = Output | Reply
+
+
+class Runner(Protocol):
+    """One loaded model. Only the engine loop calls it, from one thread."""
+
+    # The requests it serves; the loop refuses the others.
+    accepts: tuple[type[Generate | Work], ...]
+    vocabulary: Vocabulary
+    chat_template: str
+    context_length: int | None
+    dimension: int | None
+
+    @property
+    def busy(self) -> bool:
+        """Work waits for :meth:`step`."""
+
+    def add(self, message: Generate | Work) -> Result | None:
+        """Takes a request; what it returns (an acknowledgement, a refusal) goes out at once."""
+
+    def step(self) -> list[Result]:
+        """One pipeline call for what waits. An exception here means the pipeline is broken."""
+
+    def cancel(self, rid: int) -> Result | None: ...
+
+    def cancel_all(self) -> list[Result]: ...
+
+    def fail_all(self, error: str) -> list[Result]:
+        """Ends every request with an error (the engine is about to exit)."""
+
+
+class _Request(Protocol):
+    @property
+    def rid(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Request)
+
+
+class EncoderQueue(Generic[R]):
+    """An encoder runner's requests: waiting for a step, then running in it. The HTTP side
+    forgets a request it cancels, so a cancelled one just leaves the queue."""
+
+    chat_template = ""
+
+    def __init__(self) -> None:
+        self._waiting: deque[R] = deque()
+        self._running: list[R] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting)
+
+    def cancel(self, rid: int) -> Result | None:
+        self._waiting = deque(r for r in self._waiting if r.rid != rid)
+        return None
+
+    def cancel_all(self) -> list[Result]:
+        stopped: list[Result] = [Refused(r.rid, STOPPED, code="cancelled") for r in self._waiting]
+        self._waiting.clear()
+        return stopped
+
+    def fail_all(self, error: str) -> list[Result]:
+        # A request served over several steps is running and still waiting at once.
+        rids = dict.fromkeys(r.rid for r in [*self._running, *self._waiting])
+        failed: list[Result] = [Refused(rid, error) for rid in rids]
+        self._running = []
+        self._waiting.clear()
+        return failed

@@ -1,0 +1,231 @@
+"""``POST /v1/chat/completions``: messages in, the model's answer (content, reasoning, tool
+calls, log probabilities) out, as ``chat.completion`` or its chunks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from .. import errors
+from ..engine.messages import Generate, Output, TokenLogprob
+from ..model_manager import LoadedModel
+from ..output import OutputParser, ParsedDelta, plan_output
+from ..protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ChoiceLogprobs,
+    ResponseFunctionCall,
+    ResponseMessage,
+    ResponseToolCall,
+)
+from ..protocol import (
+    TokenLogprob as WireTokenLogprob,
+)
+from .common import Record
+from .generation import GenerationService, Work, sampling
+
+
+class ChatService(GenerationService):
+    endpoint = "/v1/chat/completions"
+    log_name = "completion"
+    prompt_param = "messages"
+
+    def check(self, body: Any) -> None:
+        assert isinstance(body, ChatCompletionRequest)
+        if body.n != 1:
+            raise errors.bad_request("Only n=1 is supported", param="n", code="unsupported_value")
+        if body.top_logprobs:
+            raise errors.bad_request(
+                "top_logprobs must be 0: OpenVINO GenAI gives the chosen token's log "
+                "probability only, no alternatives (logprobs: true alone gives that)",
+                param="top_logprobs",
+                code="unsupported_value",
+            )
+        if len(body.messages) > self.settings.max_messages:
+            raise errors.bad_request(
+                f"Too many messages ({len(body.messages)}); at most "
+                f"{self.settings.max_messages} are accepted",
+                param="messages",
+            )
+        for i, message in enumerate(body.messages):
+            if isinstance(message.content, list):
+                for part in message.content:
+                    if part.type != "text":
+                        raise errors.bad_request(
+                            f"Content part type '{part.type}' is not supported; "
+                            "this server takes text only",
+                            param=f"messages.{i}.content",
+                        )
+        super().check(body)
+
+    def work(self, body: Any, model: LoadedModel) -> Work:
+        assert isinstance(body, ChatCompletionRequest)
+        # What the model must produce, and every refusal of it, before the engine sees anything.
+        plan = plan_output(body, model.engine.chat_template, model.entry)
+        messages = [template_message(m) for m in body.messages]
+        max_new = body.requested_max_tokens() or self.settings.default_max_tokens
+        params = sampling(
+            body,
+            max_new,
+            list(body.stop or ()),
+            grammar=plan.grammar,
+            shortest_answer=plan.shortest_answer,
+            logprobs=body.logprobs,
+        )
+
+        def build(rid: int) -> Generate:
+            return Generate(rid, params, messages=messages, tools=plan.template_tools)
+
+        def answer(accepted: Output) -> ChatAnswer:
+            return ChatAnswer(plan.parser(accepted.prompt_tail or ""), body.logprobs)
+
+        return build, answer
+
+
+class ChatAnswer:
+    """Chat deltas: reasoning, content and whole tool calls, as the parser reads them."""
+
+    chunk_object: ClassVar[str] = "chat.completion.chunk"
+
+    def __init__(self, parser: OutputParser, logprobs: bool) -> None:
+        self._parser = parser
+        self._parsed = ParsedDelta()
+        self._tool_calls = 0
+        self._logprobs: list[TokenLogprob] | None = [] if logprobs else None
+        self._unsent: list[TokenLogprob] = []  # logprobs not streamed yet
+
+    @property
+    def done(self) -> bool:
+        return self._parser.done
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [_choice({"role": "assistant", "content": ""})]
+
+    def feed(self, output: Output, last: bool) -> list[dict[str, Any]]:
+        parsed = self._parser.feed(output.text)
+        if last:
+            parsed.merge(self._parser.finish())
+        self._parsed.merge(parsed)
+        self._tool_calls += len(parsed.tool_calls)
+        if self._logprobs is not None and output.logprobs:
+            self._logprobs += output.logprobs
+            self._unsent += output.logprobs
+        choices = [_choice(delta) for delta in _delta_dicts(parsed)]
+        if choices and self._unsent:
+            # A token's text may be held back by the parser: its log probability rides with
+            # the next chunk that says something (or the last one).
+            choices[0]["logprobs"] = _logprobs(self._unsent)
+            self._unsent = []
+        return choices
+
+    def finish_reason(self, engine_finish: str) -> str:
+        if self._tool_calls:
+            return "tool_calls"
+        # A parser that is done holds a whole answer (a schema document closed in budget).
+        return "stop" if self._parser.done else engine_finish
+
+    def closing(self, finish: str) -> dict[str, Any]:
+        choice = _choice({}, finish)
+        if self._unsent:
+            choice["logprobs"] = _logprobs(self._unsent)
+            self._unsent = []
+        return choice
+
+    def body(self, record: Record, finish: str) -> dict[str, Any]:
+        parsed = self._parsed
+        message = ResponseMessage(
+            content=parsed.content if (parsed.content or not parsed.tool_calls) else None,
+            reasoning_content=parsed.reasoning or None,
+            tool_calls=[
+                ResponseToolCall(
+                    id=tc.id, function=ResponseFunctionCall(name=tc.name, arguments=tc.arguments)
+                )
+                for tc in parsed.tool_calls
+            ]
+            or None,
+        )
+        logprobs = None
+        if self._logprobs is not None:
+            logprobs = ChoiceLogprobs(
+                content=[WireTokenLogprob.of(text, lp) for text, lp in self._logprobs]
+            )
+        completion = ChatCompletion(
+            id=record.completion_id,
+            created=record.created,
+            model=record.model,
+            choices=[Choice(message=message, finish_reason=finish, logprobs=logprobs)],
+            usage=record.usage(),
+        )
+        answer = completion.model_dump(exclude_none=True)
+        # OpenAI sends content null (not nothing) beside tool calls; clients read it.
+        answer["choices"][0]["message"].setdefault("content", None)
+        answer["choices"][0].setdefault("logprobs", None)
+        return answer
+
+
+def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def _logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    return {"content": [WireTokenLogprob.of(t, lp).model_dump() for t, lp in entries]}
+
+
+def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if parsed.reasoning:
+        out.append({"reasoning_content": parsed.reasoning})
+    if parsed.content:
+        out.append({"content": parsed.content})
+    for call in parsed.tool_calls:
+        index = call.index
+        out.append(
+            {
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": index,
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": ""},
+                    }
+                ],
+            }
+        )
+        out.append({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})
+    return out
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as the chat template reads it."""
+    role = {"developer": "system", "function": "tool"}.get(message.role, message.role)
+    out: dict[str, Any] = {"role": role, "content": message.text()}
+    if message.name:
+        out["name"] = message.name
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _arguments_object(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    return out
+
+
+def _arguments_object(arguments: str | dict[str, Any]) -> Any:
+    # Chat templates serialise arguments themselves (`| tojson`): give them the object.
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments

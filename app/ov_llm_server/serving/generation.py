@@ -1,0 +1,289 @@
+"""What chat and legacy completions share: one engine stream, streamed as SSE or answered whole.
+
+An endpoint says how its request becomes a :class:`Generate` (and refuses what it cannot
+serve), and gives each request an :class:`Answer`: the view that turns the engine's outputs
+into its wire shape (chat deltas, completion texts), both streamed chunk by chunk and whole.
+Streaming and non-streaming feed the same answer, so both say the same for the same text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Protocol
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from .. import errors
+from ..engine.client import EngineGone, RequestStream
+from ..engine.messages import Generate, Output, SamplingParams
+from ..model_manager import LoadedModel
+from ..protocol import ChatCompletionRequest, new_id
+from ..protocol_surface import CompletionRequest
+from .common import DeadlinePassed, Record, Service, disconnected, failure
+
+log = logging.getLogger("ov_llm_server.requests")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+DONE = "data: [DONE]\n\n"
+
+GenerationRequest = ChatCompletionRequest | CompletionRequest
+
+
+class Answer(Protocol):
+    """One response being shaped from the engine's outputs."""
+
+    chunk_object: ClassVar[str]
+
+    @property
+    def done(self) -> bool:
+        """The answer is complete: the engine may stop generating."""
+
+    def opening(self) -> list[dict[str, Any]]:
+        """Choices streamed before any output."""
+
+    def feed(self, output: Output, last: bool) -> list[dict[str, Any]]:
+        """Takes one output (``last``: the finished one); returns the choices to stream."""
+
+    def finish_reason(self, engine_finish: str) -> str: ...
+
+    def closing(self, finish: str) -> dict[str, Any]:
+        """The streamed choice that carries ``finish_reason``."""
+
+    def body(self, record: Record, finish: str) -> dict[str, Any]:
+        """The whole, non-streamed response."""
+
+
+# What an endpoint makes of a request for a loaded model: its engine message (from the
+# request id), and the answer to shape once the engine accepted it.
+Work = tuple[Callable[[int], Generate], Callable[[Output], Answer]]
+
+
+class GenerationService(Service):
+    kind = "llm"
+    id_prefix: ClassVar[str] = "chatcmpl"
+    # Which request field an engine refusal (by its code) is about.
+    refusal_params: ClassVar[dict[str, str]] = {"max_tokens_too_small": "max_tokens"}
+    prompt_param: ClassVar[str]
+
+    async def create(self, body: GenerationRequest, request: Request) -> Response:
+        record = self.open(request, body.model, stream=body.stream)
+        record.completion_id = new_id(self.id_prefix)
+        deadline = self.deadline()
+        lease = self.admit(record, lambda: self.check(body))
+
+        async def submit(model: LoadedModel) -> tuple[RequestStream, Answer]:
+            return await self._submit(body, model, record)
+
+        ready = await self.until_ready(request, record, lease, deadline, submit)
+        if ready is None:
+            return Response(status_code=499)
+        stream, answer = ready
+        timer = asyncio.get_running_loop().call_at(deadline, stream.abort, DeadlinePassed())
+
+        def end() -> None:
+            self.end(record, lease, stream, timer)
+
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                self._sse(stream, answer, record, include_usage, end),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
+                # Runs even when the client left before the stream started.
+                background=BackgroundTask(end),
+            )
+        try:
+            return await self._complete(stream, answer, record, request)
+        finally:
+            end()
+
+    # ------------------------------------------------------------ what an endpoint says
+
+    def check(self, body: Any) -> None:
+        """Refusals that need no model (400s), before admission."""
+        requested = body.max_tokens
+        if isinstance(body, ChatCompletionRequest):
+            requested = body.requested_max_tokens()
+        if requested is not None and requested > self.settings.max_tokens_limit:
+            raise errors.bad_request(
+                f"max_tokens {requested} exceeds this server's limit of "
+                f"{self.settings.max_tokens_limit}",
+                param="max_tokens",
+            )
+
+    def work(self, body: Any, model: LoadedModel) -> Work:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ request → engine
+
+    async def _submit(
+        self, body: GenerationRequest, model: LoadedModel, record: Record
+    ) -> tuple[RequestStream, Answer]:
+        # Every refusal of the request comes before the engine sees anything.
+        build, make_answer = self.work(body, model)
+        try:
+            stream = model.engine.generate(build)
+            accepted = await stream.accepted()
+        except EngineGone as exc:
+            raise failure(exc, model.name) from exc
+        if accepted.finish is not None:  # refused: the template, the budget, GenAI itself
+            if accepted.code is not None:
+                param = self.refusal_params.get(accepted.code, self.prompt_param)
+                raise errors.bad_request(str(accepted.error), param=param, code=accepted.code)
+            raise errors.engine_error(f"Generation failed: {accepted.error}")
+        record.prompt_tokens = accepted.prompt_tokens or 0
+        return stream, make_answer(accepted)
+
+    # ------------------------------------------------------------ engine → answer
+
+    async def _follow(
+        self, stream: RequestStream, answer: Answer, record: Record
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The answer's choices as the engine's outputs come; an APIError when it fails."""
+        try:
+            async for output in stream:
+                self._track(record, output)
+                last = output.finish is not None
+                if last and (problem := _finish_failure(output, stream, record)):
+                    raise problem
+                yield answer.feed(output, last)
+                if not last and answer.done:
+                    stream.cancel()  # the answer is complete: the rest would be thrown away
+        except (EngineGone, DeadlinePassed) as exc:
+            raise failure(exc, record.model, self.settings) from exc
+
+    def _track(self, record: Record, output: Output) -> None:
+        if record.first_token_at is None and output.tokens > 0:
+            record.first_token_at = time.perf_counter()
+        record.completion_tokens = output.tokens
+        if output.finish is not None:
+            record.finish_reason = output.finish
+
+    async def _complete(
+        self, stream: RequestStream, answer: Answer, record: Record, request: Request
+    ) -> Response:
+        collector = asyncio.ensure_future(self._drain(stream, answer, record))
+        watcher = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({collector, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not collector.done():
+            stream.cancel()
+            await collector
+            record.status = 499
+            return Response(status_code=499)
+        problem = collector.result()
+        if problem is not None:
+            record.status = problem.status
+            raise problem
+        finish = answer.finish_reason(record.finish_reason)
+        record.finish_reason = finish
+        return JSONResponse(answer.body(record, finish))
+
+    async def _drain(
+        self, stream: RequestStream, answer: Answer, record: Record
+    ) -> errors.APIError | None:
+        try:
+            async for _ in self._follow(stream, answer, record):
+                pass
+        except errors.APIError as problem:
+            return problem
+        return None
+
+    async def _sse(
+        self,
+        stream: RequestStream,
+        answer: Answer,
+        record: Record,
+        include_usage: bool,
+        end: Callable[[], None],
+    ) -> AsyncIterator[str]:
+        head = (
+            f'{{"id":"{record.completion_id}","object":"{answer.chunk_object}",'
+            f'"created":{record.created},"model":{json.dumps(record.model)},"choices":'
+        )
+
+        def chunk(choice: dict[str, Any]) -> str:
+            return f"data: {head}[{json.dumps(choice)}]}}\n\n"
+
+        try:
+            for choice in answer.opening():
+                yield chunk(choice)
+            async for choices in self._follow(stream, answer, record):
+                for choice in choices:
+                    yield chunk(choice)
+            finish = answer.finish_reason(record.finish_reason)
+            record.finish_reason = finish
+            yield chunk(answer.closing(finish))
+            if include_usage:
+                usage = record.usage().model_dump_json()
+                yield f'data: {head}[],"usage":{usage}}}\n\n'
+            yield DONE
+        except errors.APIError as problem:
+            record.status = problem.status
+            yield problem.sse().decode()
+            yield DONE
+        except Exception:
+            # A bug of ours, not the client's leaving: say so to both.
+            log.exception("stream of request %s failed", record.request_id)
+            record.status = 500
+            internal = errors.APIError(
+                500, "Internal server error", type="server_error", code="internal_error"
+            )
+            yield internal.sse().decode()
+            yield DONE
+        finally:
+            end()
+
+
+def sampling(
+    body: GenerationRequest,
+    max_new_tokens: int,
+    stop: list[str],
+    *,
+    grammar: str | None = None,
+    shortest_answer: str | None = None,
+    logprobs: bool = False,
+    echo: bool = False,
+) -> SamplingParams:
+    """The engine's sampling parameters: the fields chat and completions share."""
+    return SamplingParams(
+        max_new_tokens=max_new_tokens,
+        shortest_answer=shortest_answer,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
+        stop=tuple(stop),
+        grammar=grammar,
+        min_new_tokens=body.min_tokens,
+        ignore_eos=body.ignore_eos,
+        logprobs=logprobs,
+        echo=echo,
+    )
+
+
+def _finish_failure(
+    output: Output, stream: RequestStream, record: Record
+) -> errors.APIError | None:
+    """The error a finished engine output stands for, if it is not a normal finish."""
+    if output.finish == "error":
+        return errors.engine_error(f"Generation failed: {output.error}")
+    if output.finish == "cancelled" and not stream.cancelled:
+        # Not asked for by this request: the model was stopped under it, at shutdown.
+        return errors.unavailable(
+            f"Model '{record.model}' stopped while answering (the server is shutting down)",
+            code="shutting_down",
+            retry_after=5,
+        )
+    return None
