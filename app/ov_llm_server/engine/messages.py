@@ -22,6 +22,17 @@ import msgspec
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
 
 
+class Speculation(msgspec.Struct, frozen=True):
+    """Speculative decoding of one model, as the registry entry asks for it (the HTTP side
+    resolves a draft's registry name to its path)."""
+
+    method: Literal["prompt_lookup", "draft"]
+    num_assistant_tokens: int
+    max_ngram_size: int = 0  # prompt lookup only
+    draft_path: str | None = None  # draft only
+    draft_device: str | None = None  # draft only; None: the main model's device
+
+
 class EngineConfig(msgspec.Struct, frozen=True):
     """How one model's pipeline is built (the same for the server and the benchmark)."""
 
@@ -30,6 +41,7 @@ class EngineConfig(msgspec.Struct, frozen=True):
     kv_cache_gb: int = 0
     kv_cache_precision: str | None = None
     cache_dir: str | None = None
+    speculative: Speculation | None = None
 
 
 class EngineSpec(msgspec.Struct, frozen=True):
@@ -96,6 +108,10 @@ class Ready(msgspec.Struct, tag=True, frozen=True):
     load_seconds: float
     chat_template: str
     context_length: int | None
+    # The speculative method in use ("prompt_lookup", "draft") or None, and what the engine
+    # wants an operator to know (e.g. that it loaded without the draft it was given).
+    speculative: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 class LoadFailed(msgspec.Struct, tag=True, frozen=True):
@@ -124,6 +140,10 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
 class Step(msgspec.Struct, tag=True, frozen=True):
     outputs: list[Output]
     sent_at: float  # time.monotonic() in the engine: the same clock in every process
+    # Speculative decoding in this step, over all requests: draft tokens proposed (for prompt
+    # lookup: positions validated) and accepted.
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 class Heartbeat(msgspec.Struct, tag=True, frozen=True):

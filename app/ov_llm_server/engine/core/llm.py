@@ -10,21 +10,26 @@ tokens into text: one batched detokenizer call for every request, then stop sequ
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import openvino as ov
 import openvino_genai as og
 
 from ...capabilities import context_length
 from ...textutil import one_line
-from ..messages import EngineConfig, EngineFinish, Generate, Output
+from ..messages import EngineConfig, EngineFinish, Generate, Output, Speculation
 from . import faults
 from .pipelines import build_pipeline
 from .sampling import generation_config, model_defaults
+from .speculation import DraftCounter, request_fields
 from .text import IncrementalDetokenizer, StopMatcher
+
+log = logging.getLogger("ov_llm_server.engine")
 
 
 @dataclass
@@ -33,6 +38,7 @@ class _Request:
     handle: Any
     detokenizer: IncrementalDetokenizer
     stop: StopMatcher
+    budget: int = 0  # max_new_tokens
     tokens: int = 0
     last_finish: Any = None
 
@@ -49,16 +55,39 @@ class LlmRunner:
     """One generative model, continuously batched."""
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
-        self._pipe = build_pipeline(path, config)
+        self.warnings: list[str] = []
+        self._pipe, speculative = self._build(path, config)
+        self.speculative = speculative.method if speculative is not None else None
+        self._drafts = DraftCounter(speculative)
         self._tokenizer = self._pipe.get_tokenizer()
         self._defaults = model_defaults(self._pipe.get_config())
+        self._defaults.update(request_fields(speculative))
         self._active: dict[int, _Request] = {}
         self.chat_template: str = self._tokenizer.chat_template or ""
         self.context_length = context_length(path)
 
+    def _build(self, path: Path, config: EngineConfig) -> tuple[Any, Speculation | None]:
+        """The pipeline and its speculation; without speculation when that cannot load."""
+        if config.speculative is None:
+            return build_pipeline(path, config), None
+        try:
+            return build_pipeline(path, config), config.speculative
+        except Exception as exc:
+            # A broken or mismatched draft must not take the model down with it: serve it
+            # plainly (if the model itself is broken, this build fails too, and says so).
+            warning = f"speculative decoding ({config.speculative.method}) off: {one_line(exc)}"
+            log.warning("%s; loading the model without it", warning)
+            self.warnings.append(warning)
+            plain = msgspec.structs.replace(config, speculative=None)
+            return build_pipeline(path, plain), None
+
     @property
     def busy(self) -> bool:
         return bool(self._active)
+
+    def draft_counts(self) -> tuple[int, int]:
+        """Draft tokens proposed and accepted since the last call."""
+        return self._drafts.take()
 
     def add(self, request: Generate) -> Output:
         """Starts a request. The Output acknowledges it, or says why it was refused."""
@@ -81,6 +110,7 @@ class LlmRunner:
             handle,
             IncrementalDetokenizer(self._tokenizer),
             StopMatcher(request.params.stop),
+            budget=max_new,
         )
         return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
 
@@ -157,6 +187,7 @@ class LlmRunner:
                 slots.append(None)
                 continue
             ids = list(output.generated_ids)
+            self._drafts.count(request.tokens, len(ids), request.budget)
             request.tokens += len(ids)
             request.last_finish = output.finish_reason
             slots.append(len(windows))

@@ -85,7 +85,8 @@ class EngineLoop:
                     outputs += self.runner.step()
                 if outputs:
                     faults.check("send")
-                    self._send(Step(outputs, time.monotonic()))
+                    # Draft counts of steps without output go with the next one that has some.
+                    self._send(Step(outputs, time.monotonic(), *self.runner.draft_counts()))
                 elif time.monotonic() - self._last_sent >= self.heartbeat:
                     self._send(Heartbeat(time.monotonic()))
             except Exception as exc:
@@ -159,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         outbox.close()
         return EXIT_LOAD_FAILED
     load_seconds = time.perf_counter() - started
-    ready = Ready(spec.config.device, load_seconds, runner.chat_template, runner.context_length)
+    ready = Ready(
+        spec.config.device,
+        load_seconds,
+        runner.chat_template,
+        runner.context_length,
+        speculative=runner.speculative,
+        warnings=tuple(runner.warnings),
+    )
     outbox.send(encoder.encode(ready))
     code = EngineLoop(runner, inbox, outbox, spec).run()
     outbox.close()
