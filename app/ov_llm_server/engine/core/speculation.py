@@ -10,9 +10,10 @@ What GenAI 2026.4 allows, found by ``bench/probes`` (see its README):
 * Grammars, stop strings, ``ignore_eos``, cancel and stop combine with both methods; sampling
   with a draft needs prefix caching off (:func:`prefix_caching`).
 * Counting: every step gives a request the main model's own token plus the draft tokens it
-  accepted. A draft proposes ``num_assistant_tokens`` a step; prompt lookup pads a miss to as
-  many positions, all validated. So GenAI's own counters (printed only at a high log level) are
-  reproduced exactly from outside (:class:`DraftCounter`).
+  accepted. A draft proposes ``num_assistant_tokens`` a step (fewer near the token budget);
+  prompt lookup pads a miss to as many positions, all validated. :class:`DraftCounter` thus
+  matches GenAI's own counters (which it only prints, at a high log level), but for a draft that
+  stops proposing at its end-of-sequence token: counted as proposing them all.
 """
 
 from __future__ import annotations
