@@ -14,7 +14,7 @@ import workloads  # noqa: E402
 from ov_llm_server.output import plan_output  # noqa: E402
 from ov_llm_server.protocol import ChatCompletionRequest  # noqa: E402
 
-EXPECTED = {"chat", "shared_prefix", "copy_edit", "tool_call", "draft"}
+EXPECTED = {"chat", "shared_prefix", "copy_edit", "tool_call"}
 
 
 def test_every_workload_is_there() -> None:
@@ -33,12 +33,8 @@ def test_requests_validate_as_the_server_reads_them(name: str) -> None:
         assert (grammar is not None) == (name == "tool_call")
 
 
-def test_draft_runs_the_chat_prompts() -> None:
-    assert workloads.load("draft").requests == workloads.load("chat").requests
-
-
 def test_prompts_differ_from_the_first_token_on_except_the_shared_prefix() -> None:
-    for name in EXPECTED - {"shared_prefix", "draft"}:
+    for name in EXPECTED - {"shared_prefix"}:
         firsts = [r.messages[0]["content"][:12] for r in workloads.load(name).requests]
         assert len(set(firsts)) > len(firsts) // 2, name
     shared = workloads.load("shared_prefix").requests

@@ -90,6 +90,23 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.spec_draft_tokens = Counter(
+            "ov_spec_draft_tokens",
+            "Speculative decoding: draft tokens proposed (prompt lookup: positions validated, "
+            "found in the prompt or not).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.spec_accepted_tokens = Counter(
+            "ov_spec_accepted_tokens",
+            "Speculative decoding: draft tokens the model accepted.",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def count_drafts(self, model: str, proposed: int, accepted: int) -> None:
+        self.spec_draft_tokens.labels(model).inc(proposed)
+        self.spec_accepted_tokens.labels(model).inc(accepted)
 
     def forget_model(self, model: str) -> None:
         """Drops the series that describe a loaded model (gauges), once it unloads."""

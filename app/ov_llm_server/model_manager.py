@@ -18,6 +18,7 @@ waits for room within its deadline.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -28,11 +29,12 @@ from pathlib import Path
 from . import errors
 from .capabilities import engine_kind
 from .engine.client import EngineProcess, LoadError
-from .engine.messages import EngineConfig, EngineKind
+from .engine.messages import EngineConfig, EngineKind, Speculation
 from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
 from .metrics import Metrics
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
 from .settings import Settings
+from .speculative import resolve_speculation
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class ResolvedModel:
 
     @property
     def key(self) -> str:
-        return str(self.path)
+        return slot_key(self.path, self.entry)
 
     @property
     def kind(self) -> EngineKind:
@@ -66,7 +68,7 @@ class LoadedModel:
 
 @dataclass(eq=False)
 class ModelSlot:
-    """One model (by path) as the manager tracks it, loaded or not."""
+    """One model (by path and speculation) as the manager tracks it, loaded or not."""
 
     resolved: ResolvedModel
     supervisor: Supervisor | None = None
@@ -78,6 +80,9 @@ class ModelSlot:
     entitled: int = 0
     last_used: float = field(default_factory=time.monotonic)
     finished: deque[float] = field(default_factory=lambda: deque(maxlen=_DRAIN_WINDOW))
+    # What the HTTP side found wrong with the entry at load (e.g. a draft model not in the
+    # registry); the engine's own warnings are its supervisor's.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -256,22 +261,29 @@ class ModelManager:
             return LoadedModel(slot.name, slot.resolved.entry, engine)
 
     def _start(self, slot: ModelSlot) -> None:
+        speculative, warning = resolve_speculation(
+            slot.resolved.entry, self.registry.entries(), self.registry.path
+        )
+        slot.warnings = [warning] if warning else []
+        if warning:
+            log.warning("model %s: %s", slot.name, warning)
         slot.supervisor = Supervisor(
             slot.name,
             slot.resolved.path,
-            self._engine_configs(),
+            self._engine_configs(speculative),
             self.runtime_dir,
             kind=slot.resolved.kind,
             load_timeout=self.settings.engine_load_timeout_seconds,
             stall_seconds=self.settings.engine_stall_seconds,
             on_step=self.metrics.engine_hop.observe,
+            on_drafts=functools.partial(self.metrics.count_drafts, slot.name),
             on_restart=self.metrics.engine_restarts.labels(slot.name).inc,
             on_change=self._pulse,
             on_loaded=self.metrics.load_seconds.labels(slot.name).observe,
         )
         log.info("model loading name=%s path=%s", slot.name, slot.resolved.path)
 
-    def _engine_configs(self) -> list[EngineConfig]:
+    def _engine_configs(self, speculative: Speculation | None = None) -> list[EngineConfig]:
         s = self.settings
         devices = [s.device]
         if s.fallback_device and s.fallback_device != s.device:
@@ -284,6 +296,7 @@ class ModelManager:
                 kv_cache_precision=s.kv_cache_precision,
                 cache_dir=str(s.cache_dir) if s.cache_dir else None,
                 encoder_batch=s.encoder_max_batch,
+                speculative=speculative,
             )
             for device in devices
         ]
@@ -330,8 +343,8 @@ class ModelManager:
         """Models with an engine (loading, ready, restarting or failed)."""
         return [s for s in self._slots.values() if s.supervisor is not None]
 
-    def slot_at(self, path: Path) -> ModelSlot | None:
-        slot = self._slots.get(str(path))
+    def slot_at(self, path: Path, entry: ModelEntry | None = None) -> ModelSlot | None:
+        slot = self._slots.get(slot_key(path, entry))
         return slot if slot is not None and slot.supervisor is not None else None
 
     # ------------------------------------------------------------ unloading
@@ -365,6 +378,14 @@ class ModelManager:
             self._idle_task.cancel()
         for slot in self.slots():
             await self.unload(slot, reason="shutdown")
+
+
+def slot_key(path: Path, entry: ModelEntry | None) -> str:
+    """Names of one model share its engine; speculation makes another engine of it."""
+    speculative = entry.speculative if entry is not None else None
+    if speculative is None:
+        return str(path)
+    return f"{path} {speculative.model_dump_json()}"
 
 
 def _entitled(slot: ModelSlot, number: int) -> bool:

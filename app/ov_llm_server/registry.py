@@ -1,6 +1,8 @@
 """The model registry (``registry.json``): one module for the server and the converter.
 
-Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``.
+Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``, plus
+optional fields per entry (``tool_parser``, ``reasoning_parser``, ``speculative``). Fields a
+reader does not know are kept as they are, so the version stays 1 when one is added.
 Readers never see a half-written file: writers take an inter-process lock, write a
 temporary file in the same folder, fsync it and rename it over the old one.
 """
@@ -15,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -30,6 +32,38 @@ class RegistryError(Exception):
     """The registry file cannot be used; the message says why in one line."""
 
 
+# Speculative decoding: defaults are GenAI's samples' and OVMS's (5 draft tokens a step; n-grams
+# of up to 3 tokens looked up in the prompt). The bounds keep a step's validation width sane.
+DEFAULT_ASSISTANT_TOKENS = 5
+DEFAULT_NGRAM_SIZE = 3
+MAX_ASSISTANT_TOKENS = 32
+
+
+class PromptLookup(BaseModel):
+    """Draft tokens copied from the prompt: where an n-gram of the answer's tail occurred in
+    the prompt, the tokens that followed it there are proposed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: Literal["prompt_lookup"]
+    num_assistant_tokens: int = Field(DEFAULT_ASSISTANT_TOKENS, ge=1, le=MAX_ASSISTANT_TOKENS)
+    max_ngram_size: int = Field(DEFAULT_NGRAM_SIZE, ge=1, le=MAX_ASSISTANT_TOKENS)
+
+
+class DraftModel(BaseModel):
+    """Draft tokens from a smaller model of the same tokenizer, another registry entry."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: Literal["draft"]
+    draft_model: str = Field(min_length=1)  # a registry name
+    draft_device: str | None = Field(None, min_length=1)  # None: the main model's device
+    num_assistant_tokens: int = Field(DEFAULT_ASSISTANT_TOKENS, ge=1, le=MAX_ASSISTANT_TOKENS)
+
+
+Speculative = Annotated[PromptLookup | DraftModel, Field(discriminator="method")]
+
+
 class ModelEntry(BaseModel):
     # Extra keys written by other tools (or by hand) survive a rewrite.
     model_config = ConfigDict(extra="allow")
@@ -39,6 +73,7 @@ class ModelEntry(BaseModel):
     weight_format: str = "unknown"
     tool_parser: str | None = None
     reasoning_parser: str | None = None
+    speculative: Speculative | None = None
 
 
 class RegistryData(BaseModel):

@@ -73,6 +73,7 @@ async def health(request: Request, models: Models) -> JSONResponse:
             supervisor.state is EngineState.LOADING and supervisor.restarts
         ):
             problems.append(f"model {slot.name}: restarting ({supervisor.last_error})")
+        problems += [f"model {slot.name}: {warning}" for warning in _warnings(slot)]
     # "error" (503): models were asked for and none of them can answer now.
     serving = [s for s in slots if s.supervisor and s.supervisor.state is EngineState.READY]
     down = bool(slots) and not serving and not any(_loading_first(s) for s in slots)
@@ -121,7 +122,15 @@ def _engine_status(slot: ModelSlot) -> dict[str, Any]:
         "restarts": supervisor.restarts,
         "last_error": supervisor.last_error,
         "load_seconds": round(supervisor.load_seconds, 3),
+        "speculative": supervisor.speculative,
+        "warnings": _warnings(slot),
     }
+
+
+def _warnings(slot: ModelSlot) -> list[str]:
+    """What is wrong with a model that still serves (e.g. without the draft it was given)."""
+    supervisor = slot.supervisor
+    return [*slot.warnings, *(supervisor.warnings if supervisor is not None else ())]
 
 
 @public.get("/metrics")
@@ -154,7 +163,7 @@ async def list_models(models: Models) -> ModelList:
     facts = await asyncio.to_thread(lambda: [card_facts(p, e, limit) for _, p, e in served])
     cards: list[ModelCard] = []
     for (name, path, entry), fact in zip(served, facts, strict=True):
-        slot = models.slot_at(path)
+        slot = models.slot_at(path, entry)
         cards.append(
             ModelCard(
                 id=name,

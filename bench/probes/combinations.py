@@ -24,7 +24,7 @@ from typing import Any
 
 import openvino_genai as og
 
-from ov_llm_server import structured
+from ov_llm_server.output import plan_output
 from ov_llm_server.protocol import ChatCompletionRequest
 from probes import common
 from probes.common import greedy, log
@@ -55,7 +55,7 @@ def tool_grammar(chat_template: str) -> str:
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
         }
     )
-    grammar = structured.build_grammar(request, chat_template, None)
+    grammar = plan_output(request, chat_template, None).grammar
     assert grammar is not None
     return grammar
 

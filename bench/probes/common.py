@@ -24,7 +24,8 @@ from typing import Any
 import int8_ir
 import openvino_genai as og
 
-from ov_llm_server.engine import EngineConfig, build_pipeline
+from ov_llm_server.engine.core.pipelines import build_pipeline
+from ov_llm_server.engine.messages import EngineConfig
 
 log = logging.getLogger("probes")
 

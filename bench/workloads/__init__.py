@@ -3,13 +3,13 @@
 Each file holds OpenAI chat requests (``messages``, and ``tools`` / ``tool_choice`` where the
 workload needs them) plus how the benchmark should run them:
 
-- ``chat``: varied short prompts, answers written from scratch (the old TOPICS workload);
+- ``chat``: varied short prompts, answers written from scratch (the old TOPICS workload); the
+  benchmark also runs them with a draft model (the issue's ``draft`` workload);
 - ``shared_prefix``: one ~2,000-token system prompt common to every request, then varied
   questions (what agents and RAG front ends send): prefix caching shows in TTFT;
 - ``copy_edit``: answers that quote or rewrite their input (RAG quoting, rewrites, code edits,
   JSON built from given fields): where prompt lookup pays;
-- ``tool_call``: a forced call of a tool with a JSON schema: the grammar's cost per token;
-- ``draft``: the chat prompts again, for the main model with and without a draft model.
+- ``tool_call``: a forced call of a tool with a JSON schema: the grammar's cost per token.
 
 :meth:`Workload.salted` makes a copy whose requests share no KV block with another salt's,
 so that levels and modes of one run do not flatter each other through the prefix cache, while
@@ -59,7 +59,7 @@ class Workload:
     def salted(self, salt: str) -> Workload:
         """A copy whose first message starts with ``[salt]``, so no KV block is shared with
         prompts of another salt (every block's hash covers all tokens before it)."""
-        return replace(self, requests=tuple(_salt(r, salt) for r in self.requests))
+        return replace(self, requests=tuple(salt_request(r, salt) for r in self.requests))
 
     def take(self, count: int) -> list[Request]:
         """``count`` requests, cycling through the set when it is shorter."""
@@ -75,19 +75,16 @@ def load(name: str) -> Workload:
     if not path.exists():
         raise KeyError(f"no workload {name!r}; known: {', '.join(names())}")
     data = json.loads(path.read_text(encoding="utf-8"))
-    source = data
-    if "requests_from" in data:
-        source = json.loads((HERE / f"{data['requests_from']}.json").read_text(encoding="utf-8"))
-    system = source.get("system")
-    requests = tuple(_request(entry, system, source) for entry in source["requests"])
+    system = data.get("system")
+    requests = tuple(_request(entry, system, data) for entry in data["requests"])
     if not requests:
         raise ValueError(f"workload {name!r} has no requests")
     return Workload(
         name=data["name"],
         description=data["description"],
         requests=requests,
-        max_tokens=int(data.get("max_tokens", source.get("max_tokens", 128))),
-        ignore_eos=bool(data.get("ignore_eos", source.get("ignore_eos", True))),
+        max_tokens=int(data.get("max_tokens", 128)),
+        ignore_eos=bool(data.get("ignore_eos", True)),
     )
 
 
@@ -108,7 +105,8 @@ def _request(entry: dict[str, Any], system: str | None, source: dict[str, Any]) 
     )
 
 
-def _salt(request: Request, salt: str) -> Request:
+def salt_request(request: Request, salt: str) -> Request:
+    """``request`` with its first message starting with ``[salt]``."""
     first, *rest = request.messages
     salted = {**first, "content": f"[{salt}] {first['content']}"}
     return replace(request, messages=(salted, *rest))

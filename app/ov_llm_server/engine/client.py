@@ -145,6 +145,7 @@ class EngineProcess:
         kind: EngineKind = "llm",
         on_exit: Callable[[EngineProcess], None],
         on_step: Callable[[float], None] | None = None,
+        on_drafts: Callable[[int, int], None] | None = None,
         heartbeat_seconds: float = 0.5,
         stall_seconds: float = 30.0,
     ) -> None:
@@ -155,6 +156,7 @@ class EngineProcess:
         self.device = config.device
         self._on_exit = on_exit
         self._on_step = on_step
+        self._on_drafts = on_drafts
         self._heartbeat = heartbeat_seconds
         self._stall = stall_seconds
         number = next(_process_ids)
@@ -170,6 +172,8 @@ class EngineProcess:
         self.chat_template = ""
         self.context_length: int | None = None
         self.dimension: int | None = None
+        self.speculative: str | None = None
+        self.warnings: tuple[str, ...] = ()
         self.last_heard = time.monotonic()
         self.fatal_error: str | None = None
         self.exit_description: str | None = None
@@ -227,6 +231,8 @@ class EngineProcess:
         self.chat_template = ready.chat_template
         self.context_length = ready.context_length
         self.dimension = ready.dimension
+        self.speculative = ready.speculative
+        self.warnings = ready.warnings
         self.last_heard = time.monotonic()
         self._tasks.append(asyncio.create_task(self._watch(), name=f"engine-watch-{self.name}"))
         return ready
@@ -306,6 +312,8 @@ class EngineProcess:
             if isinstance(message, Step):
                 if self._on_step is not None:
                     self._on_step(self.last_heard - message.sent_at)
+                if self._on_drafts is not None and message.draft_tokens:
+                    self._on_drafts(message.draft_tokens, message.accepted_tokens)
                 for output in message.outputs:
                     stream = (
                         self._streams.pop(output.rid, None)

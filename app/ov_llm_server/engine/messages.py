@@ -30,6 +30,17 @@ TokenLogprob = tuple[str, float]
 PromptLogprob = tuple[str, float | None]
 
 
+class Speculation(msgspec.Struct, frozen=True):
+    """Speculative decoding of one model, as the registry entry asks for it (the HTTP side
+    resolves a draft's registry name to its path)."""
+
+    method: Literal["prompt_lookup", "draft"]
+    num_assistant_tokens: int
+    max_ngram_size: int = 0  # prompt lookup only
+    draft_path: str | None = None  # draft only
+    draft_device: str | None = None  # draft only; None: the main model's device
+
+
 class EngineConfig(msgspec.Struct, frozen=True):
     """How one model's pipeline is built (the same for the server and the benchmark)."""
 
@@ -40,6 +51,7 @@ class EngineConfig(msgspec.Struct, frozen=True):
     cache_dir: str | None = None
     # Embedding and rerank models: inputs one pipeline call takes at most.
     encoder_batch: int = 32
+    speculative: Speculation | None = None
 
 
 class EngineSpec(msgspec.Struct, frozen=True):
@@ -158,6 +170,10 @@ class Ready(msgspec.Struct, tag=True, frozen=True):
     # Tokens one request may take: the context window, or an encoder's maximum input.
     context_length: int | None
     dimension: int | None = None  # an embedder's vector size
+    # The speculative method in use ("prompt_lookup", "draft") or None, and what the engine
+    # wants an operator to know (e.g. that it loaded without the draft it was given).
+    speculative: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 class LoadFailed(msgspec.Struct, tag=True, frozen=True):
@@ -235,6 +251,10 @@ class Step(msgspec.Struct, tag=True, frozen=True):
     outputs: list[Output]
     sent_at: float  # time.monotonic() in the engine: the same clock in every process
     replies: list[Reply] = []
+    # Speculative decoding in this step, over all requests: draft tokens proposed (for prompt
+    # lookup: positions validated) and accepted.
+    draft_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 class Heartbeat(msgspec.Struct, tag=True, frozen=True):

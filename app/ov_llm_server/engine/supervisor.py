@@ -70,6 +70,7 @@ class Supervisor:
         load_timeout: float,
         stall_seconds: float,
         on_step: Callable[[float], None] | None = None,
+        on_drafts: Callable[[int, int], None] | None = None,
         on_restart: Callable[[], None] | None = None,
         on_change: Callable[[], None] | None = None,
         on_loaded: Callable[[float], None] | None = None,
@@ -82,6 +83,7 @@ class Supervisor:
         self._load_timeout = load_timeout
         self._stall = stall_seconds
         self._on_step = on_step
+        self._on_drafts = on_drafts
         self._on_restart = on_restart
         self._on_change = on_change
         self._on_loaded = on_loaded
@@ -111,6 +113,16 @@ class Supervisor:
     @property
     def device(self) -> str | None:
         return self.engine.device if self.engine is not None else None
+
+    @property
+    def speculative(self) -> str | None:
+        """The speculative method the engine runs, if any."""
+        return self.engine.speculative if self.engine is not None else None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the engine reported at load for an operator (e.g. its draft did not load)."""
+        return self.engine.warnings if self.engine is not None else ()
 
     @property
     def pid(self) -> int | None:
@@ -195,6 +207,7 @@ class Supervisor:
                 kind=self.kind,
                 on_exit=self._exited,
                 on_step=self._on_step,
+                on_drafts=self._on_drafts,
                 stall_seconds=self._stall,
             )
             try:

@@ -14,11 +14,13 @@ alternatives), for generated tokens and, with ``echo``, for the prompt's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import openvino as ov
 import openvino_genai as og
@@ -31,6 +33,7 @@ from ..messages import (
     Generate,
     Output,
     PromptLogprob,
+    Speculation,
     TokenLogprob,
     Work,
 )
@@ -38,6 +41,7 @@ from . import faults
 from .pipelines import build_pipeline
 from .runner import Result
 from .sampling import generation_config, model_defaults
+from .speculation import DraftCounter, request_fields
 from .text import (
     IncrementalDetokenizer,
     StopMatcher,
@@ -66,6 +70,9 @@ def fim_prompt(markers: tuple[str, str, str], prefix: str, suffix: str) -> str:
     return f"{begin}{prefix}{hole}{suffix}{end}"
 
 
+log = logging.getLogger("ov_llm_server.engine")
+
+
 @dataclass
 class _Request:
     rid: int
@@ -74,6 +81,7 @@ class _Request:
     stop: StopMatcher
     logprobs: TokenLogprobs | None
     echoed: int  # prompt tokens the first read starts with (GenAI's echo)
+    budget: int = 0  # max_new_tokens
     tokens: int = 0
     last_finish: Any = None
 
@@ -93,18 +101,41 @@ class LlmRunner:
     dimension: int | None = None
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
-        self._pipe = build_pipeline(path, config)
+        self.warnings: list[str] = []
+        self._pipe, speculative = self._build(path, config)
+        self.speculative: str | None = speculative.method if speculative else None
+        self._drafts = DraftCounter(speculative)
         self._tokenizer = self._pipe.get_tokenizer()
         self._defaults = model_defaults(self._pipe.get_config())
+        self._defaults.update(request_fields(speculative))
         self._active: dict[int, _Request] = {}
         self.chat_template: str = self._tokenizer.chat_template or ""
         self.context_length = context_length(path)
         self.vocabulary = Vocabulary(self._tokenizer, self._render if self.chat_template else None)
         self._fim = fim_markers(self._is_token)
 
+    def _build(self, path: Path, config: EngineConfig) -> tuple[Any, Speculation | None]:
+        """The pipeline and its speculation; without speculation when that cannot load."""
+        if config.speculative is None:
+            return build_pipeline(path, config), None
+        try:
+            return build_pipeline(path, config), config.speculative
+        except Exception as exc:
+            # A broken or mismatched draft must not take the model down with it: serve it
+            # plainly (if the model itself is broken, this build fails too, and says so).
+            warning = f"speculative decoding ({config.speculative.method}) off: {one_line(exc)}"
+            log.warning("%s; loading the model without it", warning)
+            self.warnings.append(warning)
+            plain = msgspec.structs.replace(config, speculative=None)
+            return build_pipeline(path, plain), None
+
     @property
     def busy(self) -> bool:
         return bool(self._active)
+
+    def draft_counts(self) -> tuple[int, int]:
+        """Draft tokens proposed and accepted since the last call."""
+        return self._drafts.take()
 
     def add(self, request: Generate | Work) -> Result:
         """Starts a request. The Output acknowledges it, or says why it was refused."""
@@ -133,6 +164,7 @@ class LlmRunner:
             StopMatcher(params.stop),
             TokenLogprobs() if params.logprobs else None,
             len(ids) if echo else 0,
+            budget=max_new,
         )
         return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
 
@@ -245,6 +277,7 @@ class LlmRunner:
                 echoed = self._echoed(request, ids[: request.echoed], logprobs[: request.echoed])
                 ids, logprobs = ids[request.echoed :], logprobs[request.echoed :]
                 request.echoed = 0
+            self._drafts.count(request.tokens, len(ids), request.budget)
             request.tokens += len(ids)
             request.last_finish = output.finish_reason
             new_windows = request.detokenizer.windows(ids)

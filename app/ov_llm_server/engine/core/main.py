@@ -95,8 +95,8 @@ class _Outbox:
         for result in results:
             self.put(result)
 
-    def step(self) -> Step:
-        return Step(self.outputs, time.monotonic(), self.replies)
+    def step(self, drafts: tuple[int, int] = (0, 0)) -> Step:
+        return Step(self.outputs, time.monotonic(), self.replies, *drafts)
 
     def __bool__(self) -> bool:
         return bool(self.outputs or self.replies)
@@ -130,7 +130,8 @@ class EngineLoop:
                     out.put_all(self.runner.step())
                 if out:
                     faults.check("send")
-                    self._send(out.step())
+                    # Draft counts of steps without output go with the next one that has some.
+                    self._send(out.step(self.runner.draft_counts()))
                 elif time.monotonic() - self._last_sent >= self.heartbeat:
                     self._send(Heartbeat(time.monotonic()))
             except Exception as exc:
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.chat_template,
         runner.context_length,
         runner.dimension,
+        speculative=runner.speculative,
+        warnings=tuple(runner.warnings),
     )
     outbox.send(encoder.encode(ready))
     code = EngineLoop(runner, inbox, outbox, spec).run()

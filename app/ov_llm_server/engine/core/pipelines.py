@@ -8,6 +8,7 @@ from typing import Any
 import openvino_genai as og
 
 from ..messages import EngineConfig
+from .speculation import kv_cache_precision, pipeline_properties, prefix_caching
 
 
 def build_pipeline(path: Path, config: EngineConfig) -> Any:
@@ -17,11 +18,12 @@ def build_pipeline(path: Path, config: EngineConfig) -> Any:
     scheduler.cache_size = config.kv_cache_gb
     scheduler.max_num_seqs = config.max_batch
     scheduler.dynamic_split_fuse = True
-    scheduler.enable_prefix_caching = True
-    properties: dict[str, Any] = {}
-    if config.kv_cache_precision:
-        properties["KV_CACHE_PRECISION"] = config.kv_cache_precision
-        if config.kv_cache_precision == "f32":
+    scheduler.enable_prefix_caching = prefix_caching(config)
+    properties: dict[str, Any] = pipeline_properties(config)
+    precision = kv_cache_precision(config)
+    if precision:
+        properties["KV_CACHE_PRECISION"] = precision
+        if precision == "f32":
             # Paged attention refuses an f32 cache beside bf16/f16 inference.
             properties["INFERENCE_PRECISION_HINT"] = "f32"
     if config.cache_dir is not None:

@@ -21,6 +21,8 @@ class Runner(Protocol):
     chat_template: str
     context_length: int | None
     dimension: int | None
+    speculative: str | None  # the speculative method in use, if any
+    warnings: list[str]  # what an operator should know about the load
 
     @property
     def busy(self) -> bool:
@@ -39,6 +41,9 @@ class Runner(Protocol):
     def fail_all(self, error: str) -> list[Result]:
         """Ends every request with an error (the engine is about to exit)."""
 
+    def draft_counts(self) -> tuple[int, int]:
+        """Speculative draft tokens proposed and accepted since the last call."""
+
 
 class _Request(Protocol):
     @property
@@ -53,10 +58,12 @@ class EncoderQueue(Generic[R]):
     forgets a request it cancels, so a cancelled one just leaves the queue."""
 
     chat_template = ""
+    speculative: str | None = None
 
     def __init__(self) -> None:
         self._waiting: deque[R] = deque()
         self._running: list[R] = []
+        self.warnings: list[str] = []
 
     @property
     def busy(self) -> bool:
@@ -78,3 +85,6 @@ class EncoderQueue(Generic[R]):
         self._running = []
         self._waiting.clear()
         return failed
+
+    def draft_counts(self) -> tuple[int, int]:
+        return 0, 0
