@@ -1,6 +1,8 @@
 """The model registry (``registry.json``): one module for the server and the converter.
 
-Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``.
+Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``; an entry
+may also name its OpenVINO ``device``. Fields a reader does not know are kept, never refused, so
+extensions stay version 1.
 Readers never see a half-written file: writers take an inter-process lock, write a
 temporary file in the same folder, fsync it and rename it over the old one.
 """
@@ -37,6 +39,8 @@ class ModelEntry(BaseModel):
     path: str = Field(min_length=1)
     task: str = "text-generation-with-past"
     weight_format: str = "unknown"
+    # Where this model runs, over OV_DEVICE and the int4 rule (placement.choose_device).
+    device: str | None = Field(default=None, min_length=1)
     tool_parser: str | None = None
     reasoning_parser: str | None = None
 
