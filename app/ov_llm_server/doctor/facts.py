@@ -142,8 +142,9 @@ def identity(paths: Paths = HOST) -> Identity:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
         user = str(uid)
-    gids = sorted({os.getegid(), *os.getgroups()})
-    found = Identity(user=user, uid=uid, groups=[_group_name(gid) for gid in gids])
+    primary = _group_name(os.getegid())
+    others = sorted({_group_name(gid) for gid in os.getgroups()} - {primary})
+    found = Identity(user=user, uid=uid, groups=[primary, *others])
     status = {}
     for line in (_read(paths.proc_self / "status") or "").splitlines():
         key, _, value = line.partition(":")

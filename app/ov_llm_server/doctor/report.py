@@ -117,7 +117,7 @@ def _gib(value: Any) -> str:
 
 
 def _row(label: str, value: str) -> str:
-    return f"  {label:<16} {value}"
+    return f"  {label:<18} {value}"
 
 
 def _text(report: Report) -> list[str]:
