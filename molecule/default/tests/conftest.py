@@ -24,6 +24,10 @@ LEGACY1 = {
 }
 
 
+# The hosts of the service (site.yml's llm_nodes); ov-llm-legacy1 has the GPU runtime only.
+SERVICE_HOSTS = ["podman://ov-llm-trixie", "podman://ov-llm-bookworm"]
+
+
 @dataclass(frozen=True)
 class Platform:
     """What the roles leave on one platform of the scenario (host_vars/<name>.yml)."""
@@ -59,16 +63,15 @@ PLATFORMS = {
     ),
     "ov-llm-legacy1": Platform(
         codename="bookworm",
-        device="GPU",
-        fallback_device="CPU",
-        int4_device="CPU",
+        device="",  # no ov_server here
+        fallback_device=None,
+        int4_device="",
         installed=(*LEGACY1, *LOADERS),
         absent=("intel-opencl-icd", "libigc1", "libigdfcl1", "libze-intel-gpu1"),
         icd_files={
             f"{VENDORS}/intel_legacy1.icd": "/usr/lib/x86_64-linux-gnu/intel-opencl/"
             "libigdrcl_legacy1.so"
         },
-        opencl_drivers=(("intel-opencl-icd-legacy1", "24.35.30872.36"),),
     ),
 }
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-from conftest import doctor
+from conftest import SERVICE_HOSTS, doctor
+
+testinfra_hosts = SERVICE_HOSTS
 
 
 def test_doctor_runs_as_the_service_in_its_sandbox(host):

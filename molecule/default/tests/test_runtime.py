@@ -7,10 +7,39 @@ import hashlib
 import json
 
 import pytest
-from conftest import LEGACY1
+from conftest import LEGACY1, VENDORS
 
 DOWNLOADS = "/var/cache/intel-gpu-runtime"
 INTEL_DRIVERS = ("intel-opencl-icd", "intel-opencl-icd-legacy1")
+
+
+def test_platform(host, platform):
+    assert host.system_info.codename == platform.codename
+
+
+def test_packages(host, platform):
+    for name in platform.installed:
+        assert host.package(name).is_installed, name
+    for name in platform.absent:
+        assert not host.package(name).is_installed, name
+
+
+def test_legacy1_versions(host, platform):
+    if "intel-opencl-icd-legacy1" not in platform.installed:
+        pytest.skip("not the legacy1 route")
+    for name, version in LEGACY1.items():
+        assert host.package(name).version == version, name
+
+
+def test_one_intel_opencl_driver(host, platform):
+    # The ICD files a loader reads, and the library each names: exactly the one of the
+    # route, none where the distribution packages none. Purged, not just removed: a
+    # removed package's conffile would still register its driver.
+    found = host.check_output(f"find {VENDORS} -name '*.icd' 2>/dev/null || true").split()
+    assert sorted(found) == sorted(platform.icd_files)
+    for path, library in platform.icd_files.items():
+        assert host.file(path).content_string.strip() == library
+        assert host.file(library).exists
 
 
 def dpkg_actions(host):

@@ -6,7 +6,9 @@ import re
 import time
 
 import pytest
-from conftest import SERVICE, http
+from conftest import SERVICE, SERVICE_HOSTS, http
+
+testinfra_hosts = SERVICE_HOSTS
 
 MODEL = "smollm2-135m-instruct"
 

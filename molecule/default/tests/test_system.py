@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import LEGACY1, VENDORS, http
+from conftest import SERVICE_HOSTS, http
 
 SERVICE = "ov-server"
 USER = "ov-server"
@@ -20,6 +20,8 @@ UNIT_FILE = "/etc/systemd/system/ov-server.service"
 DOCTOR = "/usr/local/sbin/ov-server-doctor"
 MODEL_NAME = "smollm2-135m-instruct"
 
+testinfra_hosts = SERVICE_HOSTS
+
 PINNED = {
     "openvino": "2026.4.1",
     "openvino-genai": "2026.4.1.0",
@@ -27,33 +29,9 @@ PINNED = {
 }
 
 
-def test_platform(host, platform):
-    assert host.system_info.codename == platform.codename
-
-
-def test_packages(host, platform):
-    for name in ("python3", "python3-venv", *platform.installed):
+def test_python_packages(host):
+    for name in ("python3", "python3-venv"):
         assert host.package(name).is_installed, name
-    for name in platform.absent:
-        assert not host.package(name).is_installed, name
-
-
-def test_legacy1_versions(host, platform):
-    if "intel-opencl-icd-legacy1" not in platform.installed:
-        pytest.skip("not the legacy1 route")
-    for name, version in LEGACY1.items():
-        assert host.package(name).version == version, name
-
-
-def test_one_intel_opencl_driver(host, platform):
-    # The ICD files a loader reads, and the library each names: exactly the one of the
-    # route, none where the distribution packages none. Purged, not just removed: a
-    # removed package's conffile would still register its driver.
-    found = host.check_output(f"find {VENDORS} -name '*.icd' 2>/dev/null || true").split()
-    assert sorted(found) == sorted(platform.icd_files)
-    for path, library in platform.icd_files.items():
-        assert host.file(path).content_string.strip() == library
-        assert host.file(library).exists
 
 
 def test_service_user(host):
