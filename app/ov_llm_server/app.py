@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from . import OPENVINO_GENAI_VERSION, __version__
+from .doctor.startup import startup_verdict
 from .errors import install_error_handlers
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -33,25 +32,28 @@ from .settings import Settings
 
 log = logging.getLogger("ov_llm_server")
 
-# Listing OpenVINO's devices initialises the GPU plugin, which a broken driver can crash:
-# it is done in a child process, never in this one.
-_LIST_DEVICES = "import json, openvino as ov; print(json.dumps(ov.Core().available_devices))"
 
-
-async def available_devices(timeout: float = 60.0) -> list[str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _LIST_DEVICES, stdout=asyncio.subprocess.PIPE
+async def check_devices(app: FastAPI, settings: Settings) -> None:
+    """The doctor's quick verdict on OV_DEVICE, in a child process (listing devices initialises
+    the GPU plugin, which a broken driver can crash): shown in /health, its reason logged."""
+    verdict = await startup_verdict(settings, timeout=60.0)
+    app.state.doctor = verdict
+    app.state.available_devices = verdict["devices"]
+    log.info(
+        "openvino devices: %s (doctor: %.1f s)",
+        ", ".join(verdict["devices"]) or "none",
+        verdict["seconds"],
     )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        return []
-    try:
-        devices = json.loads(out)
-    except ValueError:
-        return []
-    return [str(d) for d in devices] if isinstance(devices, list) else []
+    if verdict["usable"] is not True:
+        log.warning(
+            "device %s: %s%s; remedy: %s",
+            settings.device,
+            verdict["reason"],
+            f"; models will fall back to {settings.fallback_device}"
+            if settings.fallback_device
+            else "",
+            verdict["remedy"],
+        )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -79,25 +81,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         if snapshot.error:
             log.warning("registry: %s", snapshot.error)
-        app.state.available_devices = await available_devices()
-        log.info("openvino devices: %s", ", ".join(app.state.available_devices) or "none")
-        wanted = settings.device.split(".")[0].split(":")[0]
-        if wanted not in ("AUTO", "HETERO", "MULTI") and not any(
-            d.startswith(wanted) for d in app.state.available_devices
-        ):
-            log.warning(
-                "device %s is not available (OpenVINO sees: %s)%s",
-                settings.device,
-                ", ".join(app.state.available_devices) or "none",
-                f"; models will fall back to {settings.fallback_device}"
-                if settings.fallback_device
-                else "",
-            )
+        # Not awaited: the doctor takes a second or two, and the models need none of it.
+        doctor = asyncio.create_task(check_devices(app, settings), name="doctor")
         models.start_idle_unloader()
         await models.preload(settings.preload_models)
         try:
             yield
         finally:
+            doctor.cancel()
             await models.close()
             shutil.rmtree(runtime_dir, ignore_errors=True)
             log.info("ov-llm-server stopped")
@@ -112,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.api_key = settings.resolved_api_key()
     app.state.available_devices = []
+    app.state.doctor = None  # until check_devices has the verdict
     app.state.models = models
     app.state.metrics = metrics
     for name, service in (

@@ -1,4 +1,4 @@
-"""``ov-llm-server``: run the service, or print a LiteLLM config for it."""
+"""``ov-llm-server``: run the service, print a LiteLLM config for it, or check the host."""
 
 from __future__ import annotations
 
@@ -59,8 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     litellm.add_arguments(
         sub.add_parser("litellm-config", help="print a LiteLLM proxy configuration for the nodes")
     )
+    from .doctor.cli import add_arguments as add_doctor_arguments
+
+    add_doctor_arguments(sub.add_parser("doctor", help="check that this host can serve"))
     args = parser.parse_args(argv)
     settings = load_settings()
+    if args.command == "doctor":
+        from .doctor.cli import run as run_doctor
+
+        raise SystemExit(run_doctor(args, settings))
     if args.command == "litellm-config":
         try:
             sys.stdout.write(litellm.run(args, settings))

@@ -32,6 +32,7 @@ from .engine.client import EngineProcess, LoadError
 from .engine.messages import EngineConfig, EngineKind, Speculation
 from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
 from .metrics import Metrics
+from .placement import choose_device
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
 from .settings import Settings
 from .speculative import resolve_speculation
@@ -267,10 +268,11 @@ class ModelManager:
         slot.warnings = [warning] if warning else []
         if warning:
             log.warning("model %s: %s", slot.name, warning)
+        placement = choose_device(slot.resolved.entry, self.settings)
         slot.supervisor = Supervisor(
             slot.name,
             slot.resolved.path,
-            self._engine_configs(speculative),
+            self._engine_configs(slot.resolved.entry, speculative),
             self.runtime_dir,
             kind=slot.resolved.kind,
             load_timeout=self.settings.engine_load_timeout_seconds,
@@ -281,12 +283,21 @@ class ModelManager:
             on_change=self._pulse,
             on_loaded=self.metrics.load_seconds.labels(slot.name).observe,
         )
-        log.info("model loading name=%s path=%s", slot.name, slot.resolved.path)
+        log.info(
+            "model loading name=%s path=%s device=%s (%s)",
+            slot.name,
+            slot.resolved.path,
+            placement.device,
+            placement.reason,
+        )
 
-    def _engine_configs(self, speculative: Speculation | None = None) -> list[EngineConfig]:
+    def _engine_configs(
+        self, entry: ModelEntry | None, speculative: Speculation | None = None
+    ) -> list[EngineConfig]:
+        """One per device to try: the model's own (placement.py), then OV_FALLBACK_DEVICE."""
         s = self.settings
-        devices = [s.device]
-        if s.fallback_device and s.fallback_device != s.device:
+        devices = [choose_device(entry, s).device]
+        if s.fallback_device and s.fallback_device not in devices:
             devices.append(s.fallback_device)
         return [
             EngineConfig(

@@ -220,7 +220,9 @@ class ModelCard(BaseModel):
     task: str | None = None
     weight_format: str | None = None
     loaded: bool = False
+    # Where the model runs (loaded) or will run, and why (placement.py).
     device: str | None = None
+    device_reason: str | None = None
     source: Literal["registry", "fallback"] = "registry"
     # What the model does, read from its files (capabilities.py).
     mode: ModelMode | None = None

@@ -1,8 +1,8 @@
 """The model registry (``registry.json``): one module for the server and the converter.
 
 Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``, plus
-optional fields per entry (``tool_parser``, ``reasoning_parser``, ``speculative``). Fields a
-reader does not know are kept as they are, so the version stays 1 when one is added.
+optional fields per entry (``device``, ``tool_parser``, ``reasoning_parser``, ``speculative``).
+Fields a reader does not know are kept as they are, so the version stays 1 when one is added.
 Readers never see a half-written file: writers take an inter-process lock, write a
 temporary file in the same folder, fsync it and rename it over the old one.
 """
@@ -71,6 +71,8 @@ class ModelEntry(BaseModel):
     path: str = Field(min_length=1)
     task: str = "text-generation-with-past"
     weight_format: str = "unknown"
+    # Where this model runs, over OV_DEVICE and the int4 rule (placement.choose_device).
+    device: str | None = Field(default=None, min_length=1)
     tool_parser: str | None = None
     reasoning_parser: str | None = None
     speculative: Speculative | None = None

@@ -16,6 +16,7 @@ from . import OPENVINO_GENAI_VERSION, __version__, errors
 from .capabilities import card_facts
 from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
+from .placement import choose_device
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
 from .protocol_surface import (
     CompletionRequest,
@@ -26,6 +27,7 @@ from .protocol_surface import (
 )
 from .registry import ModelEntry, resolve_model_path
 from .serving.common import Service
+from .settings import Settings
 
 
 def require_api_key(request: Request) -> None:
@@ -74,6 +76,9 @@ async def health(request: Request, models: Models) -> JSONResponse:
         ):
             problems.append(f"model {slot.name}: restarting ({supervisor.last_error})")
         problems += [f"model {slot.name}: {warning}" for warning in _warnings(slot)]
+    doctor = request.app.state.doctor
+    if doctor is not None and doctor["usable"] is False:
+        problems.append(f"device {doctor['device']}: {doctor['reason']}")
     # "error" (503): models were asked for and none of them can answer now.
     serving = [s for s in slots if s.supervisor and s.supervisor.state is EngineState.READY]
     down = bool(slots) and not serving and not any(_loading_first(s) for s in slots)
@@ -85,7 +90,15 @@ async def health(request: Request, models: Models) -> JSONResponse:
         "device": settings.device,
         "available_devices": request.app.state.available_devices,
         "devices_in_use": in_use,
-        "fallback_device_in_use": any(device != settings.device for device in in_use),
+        # A model runs elsewhere than placement.py put it: its device failed to load it.
+        "fallback_device_in_use": any(
+            s.supervisor.device != choose_device(s.resolved.entry, settings).device
+            for s in slots
+            if s.supervisor and s.supervisor.device
+        ),
+        # The doctor's verdict at start-up (None while it runs): usable, gpu_usable, reason,
+        # remedy, devices, problems.
+        "doctor": doctor,
         "registry_path": str(models.registry.path),
         "registry_count": len(snapshot.data.models),
         "registry_error": snapshot.error,
@@ -171,7 +184,7 @@ async def list_models(models: Models) -> ModelList:
                 task=entry.task if entry else None,
                 weight_format=entry.weight_format if entry else None,
                 loaded=slot is not None,
-                device=_device(slot),
+                **_placement(slot, entry, models.settings),
                 source="registry" if entry else "fallback",
                 **fact,
             )
@@ -225,8 +238,19 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
     return await _serve(request, "detokenize", body)
 
 
-def _device(slot: ModelSlot | None) -> str | None:
-    return slot.supervisor.device if slot is not None and slot.supervisor is not None else None
+def _placement(
+    slot: ModelSlot | None, entry: ModelEntry | None, settings: Settings
+) -> dict[str, str]:
+    """The model's device and why: where it runs once loaded, where it would run otherwise."""
+    placement = choose_device(entry, settings)
+    running = slot.supervisor.device if slot is not None and slot.supervisor is not None else None
+    if running is None or running == placement.device:
+        return {"device": placement.device, "device_reason": placement.reason}
+    return {
+        "device": running,
+        "device_reason": f"OV_FALLBACK_DEVICE: it failed to load on {placement.device} "
+        f"({placement.reason})",
+    }
 
 
 def _created(path: Any) -> int:

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         None,
         description="Device to retry on when a model fails to load on OV_DEVICE (e.g. CPU).",
     )
+    int4_device: str | None = Field(
+        "CPU",
+        description="Device for 4-bit (int4) models whose registry entry names no device, when "
+        "OV_DEVICE is a GPU: int4 is unstable on the UHD 630's GPU stack. Empty runs them on "
+        "OV_DEVICE like every other model.",
+    )
     registry_path: Path = Field(
         DEFAULT_REGISTRY_PATH, description="Model registry file (registry.json)."
     )
@@ -124,6 +130,7 @@ class Settings(BaseSettings):
         "cache_dir",
         "api_key_file",
         "fallback_device",
+        "int4_device",
         "kv_cache_precision",
         mode="before",
     )

@@ -41,6 +41,7 @@ from ov_llm_server.convert.workflow import (
     unregistered_outputs,
     verify_all,
 )
+from ov_llm_server.placement import int4_warning
 from ov_llm_server.registry import resolve_model_path
 from ov_llm_server.settings import Settings
 from ov_llm_server.textutil import one_line
@@ -197,6 +198,9 @@ def run_convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _fail("name a model to convert, or use --all", err)
         return EXIT_USAGE
     formats: list[WeightFormat] = list(dict.fromkeys(args.weight_format))
+    warning = int4_warning(Settings()) if "int4" in formats else None
+    if warning:
+        err.write(f"{PROG}: warning: {warning}\n")
     failures = 0
     for name in names:
         for weight_format in formats:

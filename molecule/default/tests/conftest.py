@@ -1,15 +1,95 @@
-"""Shared helpers of the Molecule tests: HTTP through the container, the journal on failure."""
+"""Shared helpers of the Molecule tests: what each platform should have, HTTP through the
+container, the doctor as the service, the journal on failure."""
 
 from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 SERVICE = "ov-server"
 BASE_URL = "http://127.0.0.1:8000"
+DOCTOR = "/usr/local/sbin/ov-server-doctor"
+VENDORS = "/etc/OpenCL/vendors"
+LOADERS = ("libze1", "ocl-icd-libopencl1", "clinfo")
+LEGACY1 = {
+    "libigdgmm12": "22.5.0",
+    "intel-igc-core": "1.0.17537.24",
+    "intel-igc-opencl": "1.0.17537.24",
+    "intel-opencl-icd-legacy1": "24.35.30872.36",
+    "intel-level-zero-gpu-legacy1": "1.5.30872.36",
+}
+
+
+# The hosts of the service (site.yml's llm_nodes); ov-llm-legacy1 has the GPU runtime only.
+SERVICE_HOSTS = ["podman://ov-llm-trixie", "podman://ov-llm-bookworm"]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the roles leave on one platform of the scenario (host_vars/<name>.yml)."""
+
+    codename: str
+    device: str
+    fallback_device: str | None
+    int4_device: str
+    installed: tuple[str, ...]  # GPU packages
+    absent: tuple[str, ...]
+    icd_files: dict[str, str] = field(default_factory=dict)  # path -> the library it names
+    opencl_drivers: tuple[tuple[str, str], ...] = ()  # (package, version prefix) the doctor sees
+
+
+PLATFORMS = {
+    "ov-llm-trixie": Platform(
+        codename="trixie",
+        device="CPU",
+        fallback_device=None,
+        int4_device="CPU",
+        installed=LOADERS,
+        absent=("intel-opencl-icd", *LEGACY1),
+    ),
+    "ov-llm-bookworm": Platform(
+        codename="bookworm",
+        device="GPU",
+        fallback_device="CPU",
+        int4_device="GPU",
+        installed=("intel-opencl-icd", "libigc1", "libigdfcl1", "libigdgmm12", *LOADERS),
+        absent=tuple(name for name in LEGACY1 if name != "libigdgmm12"),
+        icd_files={f"{VENDORS}/intel.icd": "/usr/lib/x86_64-linux-gnu/intel-opencl/libigdrcl.so"},
+        opencl_drivers=(("intel-opencl-icd", "22.43."),),
+    ),
+    "ov-llm-legacy1": Platform(
+        codename="bookworm",
+        device="",  # no ov_server here
+        fallback_device=None,
+        int4_device="",
+        installed=(*LEGACY1, *LOADERS),
+        absent=("intel-opencl-icd", "libigc1", "libigdfcl1", "libze-intel-gpu1"),
+        icd_files={
+            f"{VENDORS}/intel_legacy1.icd": "/usr/lib/x86_64-linux-gnu/intel-opencl/"
+            "libigdrcl_legacy1.so"
+        },
+    ),
+}
+
+
+def host_name(host: Any) -> str:
+    return str(host.backend.name)
+
+
+@pytest.fixture()
+def platform(host: Any) -> Platform:
+    return PLATFORMS[host_name(host)]
+
+
+def doctor(host: Any, *args: str) -> tuple[int, dict[str, Any]]:
+    """``ov-server-doctor --json ARGS``: the doctor as the service, in its sandbox."""
+    result = host.run(" ".join(shlex.quote(a) for a in (DOCTOR, "--json", *args)))
+    assert result.rc in (0, 1), result.stderr
+    return result.rc, json.loads(result.stdout)
 
 # Runs inside the container with its system python3, so that the tests reach
 # the service on the container's loopback, where it listens.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import SERVICE, http
+import pytest
+from conftest import SERVICE, SERVICE_HOSTS, http
+
+testinfra_hosts = SERVICE_HOSTS
 
 MODEL = "smollm2-135m-instruct"
 
@@ -14,11 +17,11 @@ def test_listening(host):
     assert host.socket("tcp://127.0.0.1:8000").is_listening
 
 
-def test_health(host):
+def test_health(host, platform):
     status, body = http(host, "GET", "/health")
     assert status == 200
     assert body["status"] == "ok"
-    assert body["device"] == "CPU"
+    assert body["device"] == platform.device
 
 
 def test_models_lists_the_registered_model(host):
@@ -40,9 +43,33 @@ def test_chat_completion(host):
     assert body["choices"][0]["message"]["content"].strip()
 
 
-def test_journal_has_startup_and_request_lines(host):
+def test_serves_on_the_fallback_device_without_a_gpu(host, platform):
+    # Debian 12 with its Intel runtime but no GPU: OV_INT4_DEVICE=GPU sends the Q4_1 model
+    # to the GPU, where it fails to load, and OV_FALLBACK_DEVICE=CPU serves it.
+    if platform.int4_device != "GPU":
+        pytest.skip("the model is not sent to the GPU here")
+    status, body = http(
+        host,
+        "POST",
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8},
+        timeout=300,
+    )
+    assert status == 200, body
+    status, health = http(host, "GET", "/health")
+    assert status == 200
+    assert health["device"] == "GPU"
+    assert health["fallback_device_in_use"] is True
+    assert [m["device"] for m in health["loaded_models"]] == ["CPU"]
     journal = host.check_output(f"journalctl -u {SERVICE} --no-pager -o cat")
-    assert re.search(r"ov-llm-server starting .*device=CPU .*registry=\S+ .*fallback_model=", journal)
+    assert re.search(rf"model {MODEL} failed on GPU .*; retrying on fallback device CPU", journal)
+
+
+def test_journal_has_startup_and_request_lines(host, platform):
+    journal = host.check_output(f"journalctl -u {SERVICE} --no-pager -o cat")
+    assert re.search(
+        rf"ov-llm-server starting .*device={platform.device} .*registry=\S+ .*fallback_model=", journal
+    )
     assert re.search(
         rf"completion request_id=\S+ model={MODEL} client=\S+ latency_ms=[\d.]+", journal
     )

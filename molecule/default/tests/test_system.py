@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import http
+from conftest import SERVICE_HOSTS, http
 
 SERVICE = "ov-server"
 USER = "ov-server"
@@ -17,10 +17,10 @@ MODELS = "/var/lib/ov-server/models"
 REGISTRY = f"{MODELS}/converted_models/registry.json"
 ENV_FILE = "/etc/homelab-llm/ov-server.env"
 UNIT_FILE = "/etc/systemd/system/ov-server.service"
+DOCTOR = "/usr/local/sbin/ov-server-doctor"
 MODEL_NAME = "smollm2-135m-instruct"
 
-# Debian trixie's share of the GPU runtime (roles/intel_gpu_runtime/vars/Debian-13.yml).
-GPU_PACKAGES = ["libze1", "ocl-icd-libopencl1", "clinfo"]
+testinfra_hosts = SERVICE_HOSTS
 
 PINNED = {
     "openvino": "2026.4.1",
@@ -29,14 +29,9 @@ PINNED = {
 }
 
 
-@pytest.mark.parametrize("name", GPU_PACKAGES + ["python3", "python3-venv"])
-def test_package_installed(host, name):
-    assert host.package(name).is_installed
-
-
-def test_no_intel_icd_on_trixie(host):
-    # trixie has no intel-opencl-icd: the role must not pretend otherwise.
-    assert not host.package("intel-opencl-icd").is_installed
+def test_python_packages(host):
+    for name in ("python3", "python3-venv"):
+        assert host.package(name).is_installed, name
 
 
 def test_service_user(host):
@@ -80,7 +75,7 @@ def test_registry_kept(host):
     }
 
 
-def test_env_file(host):
+def test_env_file(host, platform):
     env = host.file(ENV_FILE)
     assert env.is_file
     assert env.user == "root"
@@ -91,10 +86,11 @@ def test_env_file(host):
     settings = dict(
         line.split("=", 1) for line in content.splitlines() if line and not line.startswith("#")
     )
-    assert settings == {
+    expected = {
         "OV_HOST": "127.0.0.1",
         "OV_PORT": "8000",
-        "OV_DEVICE": "CPU",
+        "OV_DEVICE": platform.device,
+        "OV_INT4_DEVICE": platform.int4_device,
         "OV_REGISTRY_PATH": REGISTRY,
         "OV_MODELS_DIR": MODELS,
         "OV_LOG_LEVEL": "INFO",
@@ -102,8 +98,12 @@ def test_env_file(host):
         "OV_MAX_LOADED_MODELS": "2",
         "OV_MAX_QUEUE": "32",
     }
+    if platform.fallback_device:
+        expected["OV_FALLBACK_DEVICE"] = platform.fallback_device
+    assert settings == expected
     # Settings left to the service's default are documented, commented out.
-    for name in ("OV_FALLBACK_DEVICE", "OV_MODEL_PATH", "OV_API_KEY", "OV_PRELOAD_MODELS", "OV_KV_CACHE_PRECISION"):
+    defaults = ["OV_MODEL_PATH", "OV_API_KEY", "OV_PRELOAD_MODELS", "OV_KV_CACHE_PRECISION"]
+    for name in defaults + ([] if platform.fallback_device else ["OV_FALLBACK_DEVICE"]):
         assert re.search(rf"^# {name}=", content, re.MULTILINE), name
 
 
@@ -130,6 +130,28 @@ def test_unit_file(host):
     assert unit.mode == 0o644
     assert unit.content_string.startswith("#")
     assert f"ExecStart={VENV}/bin/ov-llm-server" in unit.content_string
+
+
+# Lines of the unit that are about the unit, not about how its process runs.
+UNIT_ONLY = {"Description", "Wants", "After", "Type", "ExecStart", "Restart", "RestartSec", "TimeoutStopSec", "WantedBy"}
+
+
+def _unit_properties(text):
+    lines = [line for line in text.splitlines() if line and not line.startswith(("#", "["))]
+    return [line for line in lines if line.split("=", 1)[0] not in UNIT_ONLY]
+
+
+def test_doctor_wrapper_gives_the_doctor_the_units_sandbox(host):
+    wrapper = host.file(DOCTOR)
+    assert (wrapper.user, wrapper.group, wrapper.mode) == ("root", "root", 0o755)
+    text = wrapper.content_string
+    assert "exec systemd-run --quiet --wait --pipe --collect" in text
+    assert f"-- {VENV}/bin/ov-llm-server doctor \"$@\"" in text
+    # Every identity, environment and sandbox line of the unit, and nothing else.
+    passed = [line.strip() for line in text.splitlines() if line.strip().startswith("--property=")]
+    unit = _unit_properties(host.file(UNIT_FILE).content_string)
+    assert len(unit) > 30
+    assert [p.removeprefix("--property=").strip(" \\").strip("'") for p in passed] == unit
 
 
 def test_service_enabled_and_running(host):
