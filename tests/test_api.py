@@ -41,10 +41,16 @@ def client(server: LiveServer) -> openai.OpenAI:
 
 
 def test_health_reports_device_registry_and_versions(server: LiveServer) -> None:
+    # The doctor's verdict comes from a child process started with the server.
+    deadline = time.monotonic() + 60
     body = httpx.get(f"{server.base_url}/health").json()
+    while body["doctor"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        body = httpx.get(f"{server.base_url}/health").json()
     assert body["status"] == "ok"
     assert body["device"] == "CPU"
     assert "CPU" in body["available_devices"]
+    assert body["doctor"]["usable"] is True and body["doctor"]["device"] == "CPU"
     assert body["registry_count"] == 2
     assert isinstance(body["loaded_models"], list)
     assert body["openvino_version"].startswith("2026.4")

@@ -238,7 +238,9 @@ def _doctor_processes() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "ov_llm_server" in " ".join(child.cmdline()) and child.status() != "zombie":
+            # The session's servers (and their engines) are children too: only doctors count.
+            command = " ".join(child.cmdline())
+            if "doctor" in command and child.status() != "zombie":
                 found.append(child)
         except psutil.NoSuchProcess:
             continue

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from live_server import LiveServer, write_registry
-from ov_llm_server import serving
 from ov_llm_server.app import create_app
 from ov_llm_server.output import OutputParser
+from ov_llm_server.serving import chat as chat_serving
 from ov_llm_server.settings import Settings
 from tiny_model import DIALOGUES
 
@@ -173,12 +173,12 @@ def test_a_server_error_inside_a_stream_is_an_error_event_then_done(
         def feed(self, text: str) -> Any:
             raise RuntimeError("parser bug")
 
-    real_plan = serving.plan_output
+    real_plan = chat_serving.plan_output
 
     def broken_plan(*args: Any, **kwargs: Any) -> Any:
         return dataclasses.replace(real_plan(*args, **kwargs), _make_parser=lambda _: Broken())
 
-    monkeypatch.setattr(serving, "plan_output", broken_plan)
+    monkeypatch.setattr(chat_serving, "plan_output", broken_plan)
     registry = tmp_path / "registry.json"
     write_registry(registry, {"tiny-int8": tiny_registry["tiny-int8"]})
     with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
@@ -214,10 +214,28 @@ def caplog_lines() -> Iterator[list[str]]:
 
 
 def test_fallback_device_is_used_and_reported(
-    server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]], tiny_ir_int4: Path
 ) -> None:
     # No machine has an eighth GPU: loading there fails and the CPU fallback takes over.
-    live = server_factory(tiny_registry, OV_DEVICE="GPU.7", OV_FALLBACK_DEVICE="CPU")
+    registry = {
+        **tiny_registry,
+        "tiny-int4": {"path": str(tiny_ir_int4), "weight_format": "int4"},
+        "tiny-pinned": {**tiny_registry["tiny-fp16"], "device": "CPU"},
+    }
+    live = server_factory(
+        registry, OV_DEVICE="GPU.7", OV_FALLBACK_DEVICE="CPU", OV_INT4_DEVICE="CPU"
+    )
+    # Before any load: where each model will run, and why (placement.py).
+    cards = {c["id"]: c for c in httpx.get(f"{live.v1}/models").json()["data"]}
+    assert (cards["tiny-int8"]["device"], cards["tiny-int8"]["device_reason"]) == (
+        "GPU.7",
+        "OV_DEVICE",
+    )
+    assert cards["tiny-int4"]["device"] == "CPU"
+    assert "int4 runs on OV_INT4_DEVICE=CPU" in cards["tiny-int4"]["device_reason"]
+    assert cards["tiny-pinned"]["device"] == "CPU"
+    assert cards["tiny-pinned"]["device_reason"] == "set by its registry entry"
+
     response = chat(live, {"model": "tiny-int8", "messages": HELLO})
     assert response.json()["choices"][0]["message"]["content"] == DIALOGUES["D_HELLO"]["answer"]
     health = httpx.get(f"{live.base_url}/health").json()
@@ -226,8 +244,24 @@ def test_fallback_device_is_used_and_reported(
     assert health["loaded_models"][0]["device"] == "CPU"
     card = httpx.get(f"{live.v1}/models/tiny-int8").json()
     assert card["device"] == "CPU"
+    assert card["device_reason"].startswith("OV_FALLBACK_DEVICE: it failed to load on GPU.7")
     live.wait_for_log("retrying on fallback device CPU")
-    live.wait_for_log("device GPU.7 is not available")
+    # The doctor's start-up verdict: GPU.7 cannot serve, why, and what to do.
+    live.wait_for_log("device GPU.7: ", timeout=60)
+    doctor = httpx.get(f"{live.base_url}/health").json()["doctor"]
+    assert doctor["usable"] is False and doctor["device"] == "GPU.7"
+    assert doctor["reason"] and doctor["remedy"]
+    assert "CPU" in doctor["devices"]
+    health = httpx.get(f"{live.base_url}/health").json()
+    assert health["status"] == "degraded"
+    assert f"device GPU.7: {doctor['reason']}" in health["problems"]
+
+    # An int4 model with OV_DEVICE on a GPU goes straight to OV_INT4_DEVICE: no fallback.
+    chat(live, {"model": "tiny-int4", "messages": HELLO}).raise_for_status()
+    int4 = httpx.get(f"{live.v1}/models/tiny-int4").json()
+    assert (int4["device"], int4["loaded"]) == ("CPU", True)
+    assert "int4 runs on OV_INT4_DEVICE=CPU" in int4["device_reason"]
+    assert "device=CPU" in live.wait_for_log("name=tiny-int4 path=")
 
 
 def test_without_fallback_a_missing_device_is_503(

@@ -20,8 +20,29 @@ def test_listening(host):
 def test_health(host, platform):
     status, body = http(host, "GET", "/health")
     assert status == 200
-    assert body["status"] == "ok"
     assert body["device"] == platform.device
+    # The doctor's verdict at start-up: a GPU that is not there makes the node degraded
+    # (it serves on the fallback device), with the reason among its problems.
+    doctor = wait_for_doctor(host)
+    if platform.device == "CPU":
+        assert body["status"] == "ok"
+        assert doctor["usable"] is True
+    else:
+        assert doctor["usable"] is False
+        assert doctor["gpu_usable"] is False
+        assert "no GPU device visible" in doctor["reason"]
+        _, body = http(host, "GET", "/health")
+        assert body["status"] == "degraded"
+        assert f"device GPU: {doctor['reason']}" in body["problems"]
+
+
+def wait_for_doctor(host):
+    for _ in range(60):
+        _, body = http(host, "GET", "/health")
+        if body["doctor"] is not None:
+            return body["doctor"]
+        time.sleep(1)
+    raise AssertionError("/health never gave the doctor's verdict")
 
 
 def test_models_lists_the_registered_model(host):
@@ -61,6 +82,10 @@ def test_serves_on_the_fallback_device_without_a_gpu(host, platform):
     assert health["device"] == "GPU"
     assert health["fallback_device_in_use"] is True
     assert [m["device"] for m in health["loaded_models"]] == ["CPU"]
+    status, card = http(host, "GET", f"/v1/models/{MODEL}")
+    assert status == 200
+    assert card["device"] == "CPU"
+    assert card["device_reason"].startswith("OV_FALLBACK_DEVICE: it failed to load on GPU")
     journal = host.check_output(f"journalctl -u {SERVICE} --no-pager -o cat")
     assert re.search(rf"model {MODEL} failed on GPU .*; retrying on fallback device CPU", journal)
 
@@ -68,7 +93,8 @@ def test_serves_on_the_fallback_device_without_a_gpu(host, platform):
 def test_journal_has_startup_and_request_lines(host, platform):
     journal = host.check_output(f"journalctl -u {SERVICE} --no-pager -o cat")
     assert re.search(
-        rf"ov-llm-server starting .*device={platform.device} .*registry=\S+ .*fallback_model=", journal
+        rf"ov-llm-server starting .*device={platform.device} .*registry=\S+ .*fallback_model=",
+        journal,
     )
     assert re.search(
         rf"completion request_id=\S+ model={MODEL} client=\S+ latency_ms=[\d.]+", journal
@@ -96,5 +122,7 @@ def test_restarted_after_kill(host):
                 break
         time.sleep(1)
     else:
-        raise AssertionError(f"{SERVICE} did not come back after kill -9 of {before} (MainPID {after})")
+        raise AssertionError(
+            f"{SERVICE} did not come back after kill -9 of {before} (MainPID {after})"
+        )
     assert after != before
