@@ -193,10 +193,12 @@ def test_vectors_match_sentence_transformers(
     assert result.vectors.shape == (len(TEXTS), 64) and result.vectors.dtype == np.float32
     assert cosines(result.vectors, reference).min() >= 0.999
     assert np.allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
-    # Different texts get clearly different vectors: a mix-up would fail the check above.
+    # No two texts' reference vectors are as close as the match above requires, so that a
+    # mix-up would fail it. (The tiny model's vocabulary, and so how alike its texts look,
+    # varies from build to build: the WordPiece trainer breaks frequency ties at random.)
     pairwise = cosines(np.repeat(reference, len(TEXTS), 0), np.tile(reference, (len(TEXTS), 1)))
     off_diagonal = pairwise.reshape(len(TEXTS), len(TEXTS))[~np.eye(len(TEXTS), dtype=bool)]
-    assert off_diagonal.max() < 0.99
+    assert off_diagonal.max() < 0.999
     # Usage counts what the model reads, [CLS] and [SEP] included.
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoders["embedder-mean/hf"]))
     assert result.token_counts == [len(tokenizer(t)["input_ids"]) for t in TEXTS]

@@ -22,18 +22,15 @@ Run ``python tests/tiny_encoders.py`` to build (or find) the cache and print whe
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from tiny_model import building, default_cache_root, file_hash
 
 log = logging.getLogger(__name__)
 
@@ -265,33 +262,11 @@ def reference_scores(hf_dir: Path, query: str, documents: list[str]) -> list[flo
 # ---------------------------------------------------------------- cache
 
 
-@contextlib.contextmanager
-def _building(final: Path) -> Iterator[Path]:
-    """A scratch folder next to ``final`` that becomes ``final`` only if the block succeeds."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _file_hash(*paths: Path) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
 def _converter_hash() -> str:
     import ov_llm_server.convert as convert_package
 
     folder = Path(convert_package.__file__).parent
-    return _file_hash(*sorted(folder.glob("*.py")))
-
-
-def default_cache_root() -> Path:
-    return Path(os.environ.get("OV_TEST_CACHE") or "~/.cache/ov-llm-server").expanduser()
+    return file_hash(*sorted(folder.glob("*.py")))
 
 
 def _convert_all(hf_dirs: dict[str, Path], root: Path) -> None:
@@ -313,7 +288,7 @@ def ensure_tiny_encoders(cache_root: Path | None = None) -> dict[str, Path]:
 
     from ov_llm_server.convert.workflow import Layout, output_dir
 
-    root = (cache_root or default_cache_root()) / f"encoders-{_file_hash(Path(__file__))}"
+    root = (cache_root or default_cache_root()) / f"encoders-{file_hash(Path(__file__))}"
     root.mkdir(parents=True, exist_ok=True)
     hf_dirs = {name: root / "hf" / name for name in MODELS}
     converted = root / f"models-{_converter_hash()}"
@@ -321,10 +296,10 @@ def ensure_tiny_encoders(cache_root: Path | None = None) -> dict[str, Path]:
         for name, path in hf_dirs.items():
             if not path.is_dir():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with _building(path) as tmp:
+                with building(path) as tmp:
                     build_hf_model(name, tmp)
         if not converted.is_dir():
-            with _building(converted) as tmp:
+            with building(converted) as tmp:
                 _convert_all(hf_dirs, tmp)
     registry = converted / "converted_models" / "registry.json"
     layout = Layout(models_dir=converted, registry_path=registry)

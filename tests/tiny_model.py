@@ -379,14 +379,18 @@ def _export_ir(hf_dir: Path, out_dir: Path, weight_format: str) -> None:
     export_model(hf_dir, out_dir, ExportOptions(weight_format=weight_format))
 
 
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+def file_hash(*paths: Path) -> str:
+    """A short hash of the files' contents: the cache key of what they build."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _converter_hash() -> str:
     import ov_llm_server.convert.export as export_module
 
-    return _file_hash(Path(export_module.__file__))
+    return file_hash(Path(export_module.__file__))
 
 
 def default_cache_root() -> Path:
@@ -394,7 +398,7 @@ def default_cache_root() -> Path:
 
 
 @contextlib.contextmanager
-def _building(final: Path) -> Iterator[Path]:
+def building(final: Path) -> Iterator[Path]:
     """A scratch folder next to ``final`` that becomes ``final`` only if the block succeeds."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -413,17 +417,17 @@ def ensure_tiny_models(cache_root: Path | None = None) -> dict[str, Path]:
     from filelock import FileLock
 
     # Training is the slow part: a converter change re-converts but does not retrain.
-    root = (cache_root or default_cache_root()) / f"tiny-{_file_hash(Path(__file__))}"
+    root = (cache_root or default_cache_root()) / f"tiny-{file_hash(Path(__file__))}"
     root.mkdir(parents=True, exist_ok=True)
     converter = _converter_hash()
     paths = {"hf": root / "hf", **{fmt: root / f"ir-{fmt}-{converter}" for fmt in IR_FORMATS}}
     with FileLock(str(root / ".lock"), timeout=1800):
         if not paths["hf"].is_dir():
-            with _building(paths["hf"]) as tmp:
+            with building(paths["hf"]) as tmp:
                 build_hf_model(tmp)
         for fmt in IR_FORMATS:
             if not paths[fmt].is_dir():
-                with _building(paths[fmt]) as tmp:
+                with building(paths[fmt]) as tmp:
                     _export_ir(paths["hf"], tmp, fmt)
                     if fmt != "int4":  # int4 is lossy by design; it has to load, not to be exact
                         failures = verify_ir(tmp)

@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     StrictInt,
     StrictStr,
@@ -24,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ov_llm_server.protocol import ChatMessage, ModelName, StreamOptions, Usage
+from ov_llm_server.protocol import ChatMessage, Lenient, ModelName, SamplingRequest, Usage
 
 # OpenAI's limits: 2048 inputs per embeddings request, up to 5 log-probability alternatives.
 MAX_EMBEDDING_INPUTS = 2048
@@ -33,11 +32,6 @@ MAX_RERANK_DOCUMENTS = 1000
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
-
-
-class _Lenient(BaseModel):
-    # LiteLLM and SDKs send fields we do not use; they must not fail the request.
-    model_config = ConfigDict(extra="allow")
 
 
 def _is_ids(value: Any) -> bool:
@@ -75,7 +69,7 @@ def _check_inputs(value: Any, field: str, limit: int | None = None) -> Any:
 # ---------------------------------------------------------------- /v1/embeddings
 
 
-class EmbeddingRequest(_Lenient):
+class EmbeddingRequest(Lenient):
     model: ModelName
     # A string, strings, or token ids (one array or several) in the model's own vocabulary.
     input: (
@@ -181,11 +175,11 @@ def encode_embedding(
 # ---------------------------------------------------------------- /v1/rerank, /rerank, /v2/rerank
 
 
-class RerankDocument(_Lenient):
+class RerankDocument(Lenient):
     text: str
 
 
-class RerankRequest(_Lenient):
+class RerankRequest(Lenient):
     model: ModelName
     query: str
     documents: list[str | RerankDocument] = Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS)
@@ -253,7 +247,7 @@ class RerankResponse(BaseModel):
 # ---------------------------------------------------------------- /v1/completions
 
 
-class CompletionRequest(_Lenient):
+class CompletionRequest(SamplingRequest):
     model: ModelName
     prompt: (
         StrictStr
@@ -264,19 +258,6 @@ class CompletionRequest(_Lenient):
     suffix: str | None = None
     # OpenAI's default is 16; 0 with ``echo`` scores the prompt without generating.
     max_tokens: int | None = Field(default=16, ge=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=-1)
-    n: int = Field(default=1, ge=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    repetition_penalty: float | None = Field(default=None, gt=0)
-    min_tokens: int | None = Field(default=None, ge=0)
-    ignore_eos: bool = False
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     best_of: int | None = Field(default=None, ge=1)
@@ -366,7 +347,7 @@ class CompletionChunk(BaseModel):
 # ---------------------------------------------------------------- /tokenize, /detokenize (vLLM)
 
 
-class TokenizeRequest(_Lenient):
+class TokenizeRequest(Lenient):
     """vLLM's two forms in one model: ``prompt`` (completion) or ``messages`` (chat)."""
 
     model: ModelName | None = None
@@ -398,7 +379,7 @@ class TokenizeResponse(BaseModel):
     token_strs: list[str] | None = None
 
 
-class DetokenizeRequest(_Lenient):
+class DetokenizeRequest(Lenient):
     model: ModelName | None = None
     tokens: list[TokenId]
 
