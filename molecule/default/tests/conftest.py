@@ -25,7 +25,9 @@ LEGACY1 = {
 
 
 # The hosts of the service (site.yml's llm_nodes); ov-llm-legacy1 has the GPU runtime only.
-SERVICE_HOSTS = ["podman://ov-llm-trixie", "podman://ov-llm-bookworm"]
+# Molecule hands testinfra every host of the scenario, so a module of service tests says
+# `pytestmark = pytest.mark.service` and runs on these alone.
+SERVICE_HOSTS = ("ov-llm-trixie", "ov-llm-bookworm")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,12 @@ PLATFORMS = {
 
 def host_name(host: Any) -> str:
     return str(host.backend.name)
+
+
+@pytest.fixture(autouse=True)
+def _service_tests_on_service_hosts(request: pytest.FixtureRequest, host: Any) -> None:
+    if request.node.get_closest_marker("service") and host_name(host) not in SERVICE_HOSTS:
+        pytest.skip(f"{host_name(host)} has the GPU runtime only, no service")
 
 
 @pytest.fixture()

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 
-from conftest import SERVICE_HOSTS, doctor
+import pytest
+from conftest import doctor
 
-testinfra_hosts = SERVICE_HOSTS
+pytestmark = pytest.mark.service
 
 
 def test_doctor_runs_as_the_service_in_its_sandbox(host):

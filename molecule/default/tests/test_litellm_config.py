@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
-
 from test_service import MODEL
+
+pytestmark = pytest.mark.service
 
 CONFIG = "/etc/litellm/config.yaml"
 
@@ -17,8 +19,13 @@ def test_config_file(host):
 
 def test_config_routes_the_node_models_with_their_capabilities(host):
     config = yaml.safe_load(host.file(CONFIG).content_string)
-    (deployment,) = config["model_list"]
-    assert deployment["model_name"] == MODEL
+    # Every node of llm_nodes serves the model: one deployment each, under one model name,
+    # so that LiteLLM's router spreads the load and fails over between them.
+    deployments = config["model_list"]
+    assert len(deployments) == 2
+    assert {d["model_name"] for d in deployments} == {MODEL}
+    assert len({d["litellm_params"]["api_base"] for d in deployments}) == 2
+    deployment = deployments[0]
     params = deployment["litellm_params"]
     assert params["model"] == f"openai/{MODEL}"
     assert params["api_base"].endswith(":8000/v1")

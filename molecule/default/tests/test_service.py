@@ -6,9 +6,9 @@ import re
 import time
 
 import pytest
-from conftest import SERVICE, SERVICE_HOSTS, http
+from conftest import SERVICE, http
 
-testinfra_hosts = SERVICE_HOSTS
+pytestmark = pytest.mark.service
 
 MODEL = "smollm2-135m-instruct"
 

@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import SERVICE_HOSTS, http
+from conftest import http
 
 SERVICE = "ov-server"
 USER = "ov-server"
@@ -20,7 +20,7 @@ UNIT_FILE = "/etc/systemd/system/ov-server.service"
 DOCTOR = "/usr/local/sbin/ov-server-doctor"
 MODEL_NAME = "smollm2-135m-instruct"
 
-testinfra_hosts = SERVICE_HOSTS
+pytestmark = pytest.mark.service
 
 PINNED = {
     "openvino": "2026.4.1",
