@@ -38,7 +38,10 @@ from typing import Any
 
 import httpx
 import openvino_genai as og
-from run import git_commit, machine_info  # bench/run.py: the same machine facts in both reports
+from report import (  # bench/report.py: the same machine facts in both reports
+    git_commit,
+    machine_info,
+)
 
 log = logging.getLogger("bench.embeddings")
 

@@ -61,3 +61,16 @@ def test_take_cycles_through_the_set() -> None:
 def test_unknown_workload_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="copy_edit"):
         workloads.load("nope")
+
+
+@pytest.mark.parametrize("script", ["run.py", "embeddings.py", "llama_server.py", "draft_model.py"])
+def test_bench_scripts_start(script: str) -> None:
+    # Their imports of each other (report, measure, ...) hold: `--help` loads every module.
+    import subprocess
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    result = subprocess.run(
+        [sys.executable, str(bench / script), "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
