@@ -21,7 +21,6 @@ from . import faults
 from .encoders import EmbeddingModel, EncoderInputError, InputTooLong
 from .pipelines import encoder_properties
 from .runner import EncoderQueue, Result
-from .tokens import Vocabulary
 
 
 @dataclass
@@ -40,16 +39,13 @@ class EmbeddingRunner(EncoderQueue[_Waiting]):
     accepts: tuple[type[Generate | Work], ...] = (Embed,)
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
-        super().__init__()
         self.model = EmbeddingModel(
             path,
             config.device,
             properties=encoder_properties(config),
             max_batch=config.encoder_batch,
         )
-        self._batch = config.encoder_batch
-        self.vocabulary = Vocabulary(self.model.tokenizer)
-        self.context_length: int | None = self.model.max_length
+        super().__init__(self.model.tokenizer, self.model.max_length, config.encoder_batch)
         self.dimension: int | None = self.model.dimension
 
     def add(self, message: Generate | Work) -> Result | None:

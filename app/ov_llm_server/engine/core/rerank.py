@@ -16,7 +16,6 @@ from . import faults
 from .encoders import RerankModel
 from .pipelines import encoder_properties
 from .runner import EncoderQueue, Result
-from .tokens import Vocabulary
 
 
 @dataclass
@@ -35,16 +34,13 @@ class RerankRunner(EncoderQueue[_Waiting]):
     dimension: int | None = None
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
-        super().__init__()
         self.model = RerankModel(
             path,
             config.device,
             properties=encoder_properties(config),
             max_batch=config.encoder_batch,
         )
-        self._batch = config.encoder_batch
-        self.vocabulary = Vocabulary(self.model.tokenizer)
-        self.context_length: int | None = self.model.max_length
+        super().__init__(self.model.tokenizer, self.model.max_length, config.encoder_batch)
 
     def add(self, message: Generate | Work) -> Result | None:
         assert isinstance(message, Rerank)

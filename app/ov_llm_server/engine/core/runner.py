@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..messages import STOPPED, Generate, Output, Refused, Reply, Work
 from .tokens import Vocabulary
@@ -60,9 +60,14 @@ class EncoderQueue(Generic[R]):
     chat_template = ""
     speculative: str | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, batch: int) -> None:
+        """``tokenizer`` and ``max_length`` of the encoder model; ``batch``: the inputs one
+        step takes at most (``EngineConfig.encoder_batch``)."""
         self._waiting: deque[R] = deque()
         self._running: list[R] = []
+        self._batch = batch
+        self.vocabulary = Vocabulary(tokenizer)
+        self.context_length: int | None = max_length
         self.warnings: list[str] = []
 
     @property
