@@ -30,7 +30,9 @@ from .serving.common import Service
 from .settings import Settings
 
 
-def require_api_key(request: Request) -> None:
+# Dependencies are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool, a
+# thread hop per request for a few attribute reads.
+async def require_api_key(request: Request) -> None:
     expected: str | None = request.app.state.api_key
     if expected is None:
         return
@@ -48,7 +50,7 @@ def require_api_key(request: Request) -> None:
         )
 
 
-def _models(request: Request) -> ModelManager:
+async def _models(request: Request) -> ModelManager:
     manager: ModelManager = request.app.state.models
     return manager
 
