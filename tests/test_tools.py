@@ -272,6 +272,21 @@ def test_forced_call_on_a_prompt_that_would_not_call(
     assert finish_reason(events) == "tool_calls"
 
 
+def test_a_completed_calls_usage_does_not_race_the_cancel(server: LiveServer) -> None:
+    # The server cancels the generation once the call is whole; the engine may have made a
+    # token more by the time the cancel arrives. Usage counts up to the end of the call, so
+    # the same greedy request always reports the same number, streamed or not.
+    request = body("D_HELLO", tools=TOOLS, tool_choice="required", max_tokens=60)
+    counts = set()
+    for _ in range(4):
+        response = httpx.post(f"{server.v1}/chat/completions", json=request, timeout=120)
+        assert response.json()["choices"][0]["finish_reason"] == "tool_calls"
+        counts.add(response.json()["usage"]["completion_tokens"])
+        events = sse(server, request)
+        counts.add(next(e["usage"]["completion_tokens"] for e in events if e.get("usage")))
+    assert len(counts) == 1, counts
+
+
 def test_unforced_hello_with_tools_does_not_call(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(**body("D_HELLO", tools=TOOLS, max_tokens=40))
     assert response.choices[0].message.tool_calls is None

@@ -148,7 +148,10 @@ class GenerationService(Service):
         """The answer's choices as the engine's outputs come; an APIError when it fails."""
         try:
             async for output in stream:
-                self._track(record, output)
+                # Once the answer is complete, what the engine made before the cancel reached
+                # it is thrown away: usage counts the tokens up to the end of the answer.
+                if not answer.done:
+                    self._track(record, output)
                 last = output.finish is not None
                 if last and (problem := _finish_failure(output, stream, record)):
                     raise problem
