@@ -181,7 +181,13 @@ class Bench:
             pid = server.process.pid
             log.info("server pid %d at %s", pid, server.base_url)
             http = {
-                variant: HttpRunner(server.base_url, name, (variant, "server"), pid)
+                variant: HttpRunner(
+                    server.base_url,
+                    name,
+                    (variant, "server"),
+                    pid,
+                    probe_at=max(args.concurrency),
+                )
                 for variant, name in SERVED.items()
             }
             self._warm_up(http)
