@@ -38,7 +38,6 @@ async def check_devices(app: FastAPI, settings: Settings) -> None:
     the GPU plugin, which a broken driver can crash): shown in /health, its reason logged."""
     verdict = await startup_verdict(settings, timeout=60.0)
     app.state.doctor = verdict
-    app.state.available_devices = verdict["devices"]
     log.info(
         "openvino devices: %s (doctor: %.1f s)",
         ", ".join(verdict["devices"]) or "none",
@@ -102,7 +101,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_key = settings.resolved_api_key()
-    app.state.available_devices = []
     app.state.doctor = None  # until check_devices has the verdict
     app.state.models = models
     app.state.metrics = metrics

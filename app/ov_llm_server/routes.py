@@ -90,7 +90,7 @@ async def health(request: Request, models: Models) -> JSONResponse:
     body: dict[str, Any] = {
         "status": status,
         "device": settings.device,
-        "available_devices": request.app.state.available_devices,
+        "available_devices": doctor["devices"] if doctor is not None else [],
         "devices_in_use": in_use,
         # A model runs elsewhere than placement.py put it: its device failed to load it.
         "fallback_device_in_use": any(
