@@ -177,6 +177,25 @@ def test_hermes_closing_tag_inside_an_argument() -> None:
         assert calls(run(hermes_parser(catalog()), [text[:cut], text[cut:]])) == calls(out)
 
 
+@pytest.mark.parametrize(
+    "city",
+    [
+        "a</tool_call>b<tool_call>c",  # both tags, in the order that once cut the call short
+        "<tool_call>",
+        'say \\"</tool_call>\\" then <tool_call>',  # escaped quotes around the tags
+    ],
+)
+def test_hermes_tags_inside_strings_are_text(city: str) -> None:
+    # Sampled at a high temperature, a forced call's free strings may hold either tag.
+    text = hermes("get_weather", {"city": city}) + "Done."
+    out = run(hermes_parser(catalog()), [text])
+    assert calls(out) == [(0, "get_weather", {"city": city})]
+    assert out.content == "Done."
+    for cut in range(len(text)):
+        assert calls(run(hermes_parser(catalog()), [text[:cut], text[cut:]])) == calls(out)
+    assert calls(run(hermes_parser(catalog()), list(text))) == calls(out)
+
+
 def test_hermes_bad_call_between_good_ones_keeps_indices_dense() -> None:
     text = hermes("get_time", {}) + "<tool_call>{oops}</tool_call>" + hermes("get_time", {})
     out = run(hermes_parser(catalog()), [text])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 
 from ...textutil import partial_suffix
@@ -131,22 +132,36 @@ class HermesParser(OutputParser):
         self.done = self._limit is not None and self._calls >= self._limit
 
 
+# What matters to finding a call's end: string quotes, escapes (a quote that does not end
+# the string) and the two tags.
+_SCAN = re.compile(r'\\.|"|' + re.escape(CLOSE) + "|" + re.escape(OPEN), re.DOTALL)
+
+
 def _call_end(buf: str, *, final: bool) -> int | None:
     """Where the call in ``buf`` (the text after its opening tag) ends, or None to wait.
 
-    At the first closing tag after which the body is JSON: a string inside the call may hold
-    the closing tag itself. When no such tag comes before the next opening tag (or before the
-    end), the call ends at the first closing tag, and is returned as text.
+    At the first closing tag outside the JSON's strings after which the body is JSON: a string
+    may hold either tag (a sampled key or value can say anything). When no such tag comes
+    before an opening tag outside strings (the next call), or before the end, the call ends at
+    the first closing tag, and is returned as text.
     """
     first = buf.find(CLOSE)
     if first < 0:
         return None
-    barrier = buf.find(OPEN, first)
-    end = first
-    while end >= 0 and (barrier < 0 or end < barrier):
-        try:
-            json.loads(buf[:end])
-            return end
-        except ValueError:
-            end = buf.find(CLOSE, end + 1)
-    return first if (barrier >= 0 or final) else None
+    in_string, barrier = False, False
+    for match in _SCAN.finditer(buf):
+        token = match.group()
+        if token == '"':
+            in_string = not in_string
+        elif token.startswith("\\") or in_string:
+            continue
+        elif token == CLOSE:
+            try:
+                json.loads(buf[: match.start()])
+                return match.start()
+            except ValueError:
+                continue
+        elif match.start() > first:  # an opening tag after a closing one: a next call
+            barrier = True
+            break
+    return first if (barrier or final) else None
