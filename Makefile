@@ -48,8 +48,13 @@ pytest: setup-dev ## The Python test suite (real inference on tiny models)
 molecule: ## Converge the Ansible roles on a systemd container and verify them (installs podman)
 	.ci/molecule
 
+# pytest and Molecule run side by side: Molecule mostly waits on podman, apt and pip while
+# pytest computes, so together they take little more than the longer one alone. Each one's
+# output comes whole once it ends (--output-sync); `make pytest` or `make molecule` alone
+# shows it as it goes.
 .PHONY: test
-test: lint pytest molecule ## Everything: lint, pytest, Molecule
+test: lint ## Everything: lint, then pytest and Molecule side by side
+	$(MAKE) --no-print-directory -j2 --output-sync=target pytest molecule
 
 .PHONY: bench
 bench: setup-dev ## Benchmark the server against the raw engine; writes bench/results/
