@@ -8,7 +8,8 @@ cache. ``char{0,n}`` grammars show why output/grammar.py does not count string c
     python bench/grammar_compile.py MODEL [--counted 16 64 256]
 
 MODEL is an IR folder or a GGUF file. The largest schema is the largest one the limits allow
-(tests/test_structured.py compiles the same).
+(``largest_allowed_schema`` in tests/schema_strategies.py, which tests/test_structured.py
+compiles too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import openvino_genai as og
@@ -25,6 +27,9 @@ from ov_llm_server.output import plan_output
 from ov_llm_server.output.grammar import JsonGrammar
 from ov_llm_server.output.schema import compile_schema
 from ov_llm_server.protocol import ChatCompletionRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from schema_strategies import largest_allowed_schema  # noqa: E402
 
 PROMPT = "<|im_start|>user\nDescribe Paris<|im_end|>\n<|im_start|>assistant\n"
 PERSON = {
@@ -39,34 +44,6 @@ PERSON = {
     "required": ["name", "age"],
 }
 CHAR = r'char ::= [^"\\\x00-\x1f] | "\\" ["\\/bfnrt]'
-
-
-def largest_allowed() -> dict[str, Any]:
-    formats = ["date", "time", "date-time", "uuid", "email", "ipv4"]
-    first: dict[str, Any] = {
-        "type": "object",
-        "properties": {f"k{i}": {"type": "string", "format": f} for i, f in enumerate(formats)}
-        | {"code": {"type": "string", "pattern": "^[A-Z]{8}-[a-z]{8}$"}},
-        "required": ["k0", "code"],
-    }
-    variants = [first] + [
-        {
-            "type": "object",
-            "properties": {
-                "n": {"type": "integer", "minimum": i, "maximum": 10**i},
-                "t": {"const": i},
-            },
-        }
-        for i in range(60)
-    ]
-    deep: Any = {"type": "string"}
-    for _ in range(30):
-        deep = {"type": "object", "properties": {"x": deep}, "required": ["x"]}
-    return {
-        "type": "object",
-        "properties": {"wide": {"anyOf": variants}, "deep": deep},
-        "required": ["wide"],
-    }
 
 
 def ebnf(schema: Any) -> str:
@@ -140,7 +117,7 @@ def main() -> None:
         }
     )
     probe.report("json_object", plan_output(json_object, "", None).grammar)
-    probe.report("largest allowed schema", ebnf(largest_allowed()))
+    probe.report("largest allowed schema", ebnf(largest_allowed_schema()))
     for n in args.counted:
         probe.report(
             f"counted string char{{0,{n}}}", f'root ::= "\\"" char{{0,{n}}} "\\""\n{CHAR}\n'

@@ -118,3 +118,34 @@ JSON_VALUES = st.recursive(
     lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(_keys, c, max_size=3)),
     max_leaves=8,
 )
+
+
+def largest_allowed_schema() -> dict[str, Any]:
+    """The largest schema the grammar's limits allow: a wide ``anyOf``, every format, counted
+    patterns up to the limit, deep nesting (tests/test_structured.py compiles it,
+    bench/grammar_compile.py times its compile)."""
+    formats = ["date", "time", "date-time", "uuid", "email", "ipv4"]
+    first: dict[str, Any] = {
+        "type": "object",
+        "properties": {f"k{i}": {"type": "string", "format": f} for i, f in enumerate(formats)}
+        | {"code": {"type": "string", "pattern": "^[A-Z]{8}-[a-z]{8}$"}},
+        "required": ["k0", "code"],
+    }
+    variants = [first] + [
+        {
+            "type": "object",
+            "properties": {
+                "n": {"type": "integer", "minimum": i, "maximum": 10**i},
+                "t": {"const": i},
+            },
+        }
+        for i in range(60)
+    ]
+    deep: Any = {"type": "string"}
+    for _ in range(30):
+        deep = {"type": "object", "properties": {"x": deep}, "required": ["x"]}
+    return {
+        "type": "object",
+        "properties": {"wide": {"anyOf": variants}, "deep": deep},
+        "required": ["wide"],
+    }

@@ -27,7 +27,7 @@ from ov_llm_server.output.schema import SchemaError, compile_schema, repair, val
 from ov_llm_server.output.terms import Alt, Cls, Grammar, Lit, Rep, Rule, Seq, Term, literal
 from ov_llm_server.protocol import ChatCompletionRequest
 from ov_llm_server.registry import ModelEntry
-from schema_strategies import JSON_VALUES, PATTERNS, SCHEMAS
+from schema_strategies import JSON_VALUES, PATTERNS, SCHEMAS, largest_allowed_schema
 from tiny_model import WEATHER_TOOL as WEATHER
 
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
@@ -440,33 +440,6 @@ def test_every_pattern_and_format_compiles_and_validates(
 
 def test_the_largest_grammar_allowed_compiles(pipeline: Any) -> None:
     """Wide anyOf, every format, counted patterns up to the limit, deep nesting: it compiles."""
-    variants = [
-        {
-            "type": "object",
-            "properties": {
-                f"k{i}": {"type": "string", "format": f}
-                for i, f in enumerate(["date", "time", "date-time", "uuid", "email", "ipv4"])
-            }
-            | {"code": {"type": "string", "pattern": "^[A-Z]{8}-[a-z]{8}$"}},
-            "required": ["k0", "code"],
-        }
-    ] + [
-        {
-            "type": "object",
-            "properties": {
-                "n": {"type": "integer", "minimum": i, "maximum": 10**i},
-                "t": {"const": i},
-            },
-        }
-        for i in range(60)
-    ]
-    deep: Any = {"type": "string"}
-    for _ in range(30):
-        deep = {"type": "object", "properties": {"x": deep}, "required": ["x"]}
-    schema = {
-        "type": "object",
-        "properties": {"wide": {"anyOf": variants}, "deep": deep},
-        "required": ["wide"],
-    }
+    schema = largest_allowed_schema()
     grammar = grammar_of(schema)
     _run_grammar(pipeline, grammar.ebnf())
