@@ -186,7 +186,9 @@ class Bench:
                     name,
                     (variant, "server"),
                     pid,
-                    probe_at=max(args.concurrency),
+                    # /health's target is plain chat at the top level; the peer comparison
+                    # (the gguf entry) probes neither server.
+                    probe_at=max(args.concurrency) if variant == "plain" else None,
                 )
                 for variant, name in SERVED.items()
             }
