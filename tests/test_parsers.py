@@ -569,6 +569,24 @@ def test_mistral_malformed_is_content(text: str) -> None:
     assert out.tool_calls == [] and out.content == text
 
 
+@pytest.mark.parametrize("v11", [False, True], ids=["list", "v11"])
+@pytest.mark.parametrize(
+    "city",
+    ["[TOOL_CALLS]", "a[ARGS]b", 'x"[TOOL_CALLS]get_weather[ARGS]{}', "[TOOL_CALLS][{"],
+)
+def test_mistral_markers_inside_strings_are_text(city: str, v11: bool) -> None:
+    # Sampled at a high temperature, a forced call's free strings may hold the markers.
+    text = (mistral_v11 if v11 else mistral_list)(city, "Rome")
+    out = run(mistral_parser(catalog()), [text])
+    assert calls(out) == [
+        (0, "get_weather", {"city": city}),
+        (1, "get_weather", {"city": "Rome"}),
+    ]
+    assert out.content == ""
+    for cut in range(len(text)):
+        assert calls(run(mistral_parser(catalog()), [text[:cut], text[cut:]])) == calls(out)
+
+
 def _mistral_answer(pieces: list[tuple[str, str]], v11: bool) -> str:
     parts = []
     for kind, value in pieces:

@@ -20,7 +20,6 @@ from ...textutil import partial_suffix
 from ..deltas import OutputParser, ParsedDelta, ParsedToolCall
 from ..terms import Lit, Rep, Term, alt, seq
 from .base import ToolCatalog, ToolFormat
-from .llama3_json import _json_values
 from .registry import register
 
 MARKER = "[TOOL_CALLS]"
@@ -111,24 +110,35 @@ class MistralParser(OutputParser):
 
 
 def _calls(text: str) -> list[Any] | None:
-    """The call payloads after the marker(s), in either layout; None if it is not that."""
+    """The call payloads after the marker(s), in either layout; None if it is not that.
+
+    Read left to right with a JSON decoder, so a marker inside an argument's string is
+    text, whatever the sampler wrote there."""
+    decoder = json.JSONDecoder()
     payloads: list[Any] = []
-    for part in text.strip().split(MARKER):
-        part = part.strip()
-        if not part:
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return payloads or None
+        if text.startswith(MARKER, pos):
+            pos += len(MARKER)
             continue
-        if part[0] in "[{":
-            values = _json_values(part, "")
-            if values is None:
+        name = ""
+        if text[pos] not in "[{":  # v11: name[ARGS]{...}
+            at = text.find(ARGS, pos)
+            name = text[pos:at].strip() if at >= 0 else ""
+            if not name or MARKER in name:
                 return None
-            payloads.extend(values)
-            continue
-        name, sep, arguments = part.partition(ARGS)
-        if not sep or not name.strip():
-            return None
+            pos = at + len(ARGS)
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
         try:
-            decoded = json.loads(arguments)
+            value, pos = decoder.raw_decode(text, pos)
         except ValueError:
             return None
-        payloads.append({"name": name.strip(), "arguments": decoded})
-    return payloads or None
+        if name:
+            payloads.append({"name": name, "arguments": value})
+        else:
+            payloads.extend(value if isinstance(value, list) else [value])
