@@ -36,8 +36,8 @@ run: setup ## Serve SmolLM2-135M-Instruct on CPU at http://$(HOST):$(PORT)
 
 .PHONY: lint
 lint: setup-dev ## ruff, ruff format --check and mypy
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench molecule
+	$(BIN)/ruff format --check app tests bench molecule
 	$(BIN)/mypy
 
 .PHONY: pytest

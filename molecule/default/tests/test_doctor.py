@@ -23,7 +23,10 @@ def test_doctor_runs_as_the_service_in_its_sandbox(host):
     # A transient unit of systemd-run (below the container's own cgroup here).
     assert re.search(r"/system\.slice/run-[\w-]+\.service$", identity["cgroup"])
     # It read the service's settings (EnvironmentFile=).
-    assert report["settings"]["registry_path"] == "/var/lib/ov-server/models/converted_models/registry.json"
+    assert (
+        report["settings"]["registry_path"]
+        == "/var/lib/ov-server/models/converted_models/registry.json"
+    )
 
 
 def test_doctor_on_each_driver_path(host, platform):
@@ -31,9 +34,13 @@ def test_doctor_on_each_driver_path(host, platform):
     verdict = report["verdict"]
     drivers = [(d["package"], d["version"]) for d in report["runtime"]["opencl_drivers"]]
     assert len(drivers) == len(platform.opencl_drivers)
-    for (package, version), (want_package, want_prefix) in zip(drivers, platform.opencl_drivers):
+    for (package, version), (want_package, want_prefix) in zip(
+        drivers, platform.opencl_drivers, strict=True
+    ):
         assert package == want_package and version.startswith(want_prefix)
-    assert sorted(icd["path"] for icd in report["runtime"]["icd_files"]) == sorted(platform.icd_files)
+    assert sorted(icd["path"] for icd in report["runtime"]["icd_files"]) == sorted(
+        platform.icd_files
+    )
     assert [d["name"] for d in report["openvino"]["devices"]] == ["CPU"]
     assert verdict["gpu_usable"] is False
     # No container here gets a /dev/dri; a GPU of the machine running them would still
@@ -53,7 +60,9 @@ def test_doctor_on_each_driver_path(host, platform):
         assert codes[code] == "error"
         if code == "no-render-node":
             assert "the compute runtime is installed: " + drivers[0][0] in verdict["reason"]
-        assert verdict["reason"].endswith(f"falls back to OV_FALLBACK_DEVICE={platform.fallback_device}")
+        assert verdict["reason"].endswith(
+            f"falls back to OV_FALLBACK_DEVICE={platform.fallback_device}"
+        )
         assert verdict["remedy"]
 
 
@@ -62,4 +71,6 @@ def test_doctor_text_report(host):
     assert result.rc in (0, 1), result.stderr
     for section in ("System", "GPU hardware", "Compute runtime", "OpenVINO devices", "Verdict"):
         assert f"\n{section}" in result.stdout
-    assert re.search(r"^  running as +ov-server \(groups ov-server, render, video\)", result.stdout, re.M)
+    assert re.search(
+        r"^  running as +ov-server \(groups ov-server, render, video\)", result.stdout, re.M
+    )

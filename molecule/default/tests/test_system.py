@@ -133,7 +133,17 @@ def test_unit_file(host):
 
 
 # Lines of the unit that are about the unit, not about how its process runs.
-UNIT_ONLY = {"Description", "Wants", "After", "Type", "ExecStart", "Restart", "RestartSec", "TimeoutStopSec", "WantedBy"}
+UNIT_ONLY = {
+    "Description",
+    "Wants",
+    "After",
+    "Type",
+    "ExecStart",
+    "Restart",
+    "RestartSec",
+    "TimeoutStopSec",
+    "WantedBy",
+}
 
 
 def _unit_properties(text):
@@ -146,7 +156,7 @@ def test_doctor_wrapper_gives_the_doctor_the_units_sandbox(host):
     assert (wrapper.user, wrapper.group, wrapper.mode) == ("root", "root", 0o755)
     text = wrapper.content_string
     assert "exec systemd-run --quiet --wait --pipe --collect" in text
-    assert f"-- {VENV}/bin/ov-llm-server doctor \"$@\"" in text
+    assert f'-- {VENV}/bin/ov-llm-server doctor "$@"' in text
     # Every identity, environment and sandbox line of the unit, and nothing else.
     passed = [line.strip() for line in text.splitlines() if line.strip().startswith("--property=")]
     unit = _unit_properties(host.file(UNIT_FILE).content_string)
