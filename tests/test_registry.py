@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +100,42 @@ def test_update_round_trips_any_entries(models: dict[str, ModelEntry]) -> None:
         update_registry(path, lambda data: data.models.update(models))
         assert read_registry(path).models == models
         assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# Each writer process adds its own entries one update at a time, as converters do.
+_WRITER = """
+import sys
+from pathlib import Path
+from ov_llm_server.registry import ModelEntry, update_registry
+
+path, writer, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    name = f"{writer}-{i}"
+    update_registry(path, lambda data: data.models.__setitem__(name, ModelEntry(path=name)))
+"""
+
+
+def test_eight_writer_processes_lose_no_entry(tmp_path: Path) -> None:
+    """The lock under contention: 8 processes x 25 read-modify-writes, a reader meanwhile."""
+    path = tmp_path / "registry.json"
+    update_registry(path, lambda d: d.models.__setitem__("keep-me", ModelEntry(path="/k")))
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), f"w{w}", "25"])
+        for w in range(8)
+    ]
+    reads, bad = 0, []
+    while any(w.poll() is None for w in writers):
+        try:
+            read_registry(path, missing_ok=False)
+            reads += 1
+        except RegistryError as exc:
+            bad.append(str(exc))
+        time.sleep(0.002)
+    assert [w.wait() for w in writers] == [0] * 8
+    assert bad == [] and reads > 0
+    expected = {"keep-me", *(f"w{w}-{i}" for w in range(8) for i in range(25))}
+    assert set(read_registry(path).models) == expected
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_update_keeps_other_entries_and_unknown_keys(tmp_path: Path) -> None:
