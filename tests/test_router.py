@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -109,13 +110,8 @@ def answered_in_log(server: LiveServer, model: str) -> int:
 
     A request's log line is written before its response is sent, so a killed node's log
     holds at least every answer it gave."""
-    return sum(
-        1
-        for line in server.log().splitlines()
-        if line.split(" request_id=")[0].endswith(" completion")
-        and f" model={model} " in line
-        and " status=200 " in line
-    )
+    logged = rf" completion request_id=\S+ model={re.escape(model)} .* status=200 "
+    return len(re.findall(logged, server.log()))
 
 
 def ask(client: openai.OpenAI, model: str, name: str) -> str | None:

@@ -14,8 +14,7 @@ request's way in and the answer's way out). CPU time is the process's, every thr
 
 Then the real server, one request at a time as the benchmark's first level sends them
 (``embeddings.server_run``, base64): wall time per request, and the CPU time each of the
-three processes spent on it (the benchmark's client, the HTTP process, the engine process),
-read from ``/proc``.
+three processes spent on it (the benchmark's client, the HTTP process, the engine process).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import embeddings  # bench/embeddings.py: the model and the texts
+import measure  # bench/measure.py: the server's process tree
 
 from ov_llm_server.engine.core.encoders import EmbeddingModel
 
@@ -49,45 +49,36 @@ def timed(call: Callable[[str], object], texts: list[str], gap: float) -> tuple[
     return wall * 1000 / len(texts), cpu * 1000 / len(texts)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system time of a process so far, every thread (``/proc/<pid>/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def served(model: Path, rounds: int) -> None:
     server = embeddings.start_server(model, Path(tempfile.mkdtemp(prefix="embed-costs-")), 32)
     try:
         assert server.process is not None
-        http = server.process.pid
 
         def run(inputs: list[str]) -> float:
             return asyncio.run(embeddings.server_run(server.base_url, inputs, 1, 1, "base64"))
 
         run(embeddings.texts(20, 998))  # warm-up; the engine process exists from here
-        engine = children(http)
+        http, *engines = measure.process_tree(server.process.pid)
+
+        def cpu_s() -> tuple[float, float, float]:
+            """CPU seconds so far: this process (the client), the HTTP one, its engines."""
+            engine = sum(sum(e.cpu_times()[:2]) for e in engines)
+            return time.process_time(), sum(http.cpu_times()[:2]), engine
+
         for index in range(rounds):
             inputs = embeddings.texts(128, 1000 + index)
-            pids = [http, *engine]
-            before = [cpu_seconds(pid) for pid in pids], time.process_time()
+            before = cpu_s()
             wall = run(inputs)
-            after = [cpu_seconds(pid) for pid in pids], time.process_time()
-            per = [(a - b) * 1000 / len(inputs) for a, b in zip(after[0], before[0], strict=True)]
-            client = (after[1] - before[1]) * 1000 / len(inputs)
+            client, http_ms, engine_ms = (
+                (a - b) * 1000 / len(inputs) for a, b in zip(cpu_s(), before, strict=True)
+            )
             log.info(
                 "server, 1 in flight: wall %.2f ms/request; cpu ms/request: client %.2f, "
                 "http %.2f, engine %.2f",
                 wall * 1000 / len(inputs),
                 client,
-                per[0],
-                sum(per[1:]),
+                http_ms,
+                engine_ms,
             )
     finally:
         server.stop()

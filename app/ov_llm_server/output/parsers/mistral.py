@@ -118,8 +118,7 @@ def _calls(text: str) -> list[Any] | None:
     payloads: list[Any] = []
     pos = 0
     while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
+        pos = _after_space(text, pos)
         if pos == len(text):
             return payloads or None
         if text.startswith(MARKER, pos):
@@ -131,9 +130,7 @@ def _calls(text: str) -> list[Any] | None:
             name = text[pos:at].strip() if at >= 0 else ""
             if not name or MARKER in name:
                 return None
-            pos = at + len(ARGS)
-            while pos < len(text) and text[pos].isspace():
-                pos += 1
+            pos = _after_space(text, at + len(ARGS))
         try:
             value, pos = decoder.raw_decode(text, pos)
         except ValueError:
@@ -142,3 +139,9 @@ def _calls(text: str) -> list[Any] | None:
             payloads.append({"name": name, "arguments": value})
         else:
             payloads.extend(value if isinstance(value, list) else [value])
+
+
+def _after_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
