@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -19,6 +20,7 @@ from litellm_proxy import Proxy, litellm_config, requires_litellm, running_proxy
 from live_server import LiveServer
 from tiny_encoders import DOCUMENTS, QUERIES, reference_embeddings, reference_scores
 from tiny_model import DIALOGUES, TOOLS
+from tolerances import score_tolerance
 
 MODEL = "tiny-int8"
 
@@ -254,7 +256,7 @@ def test_embedding_and_aembedding_through_litellm(
 
 
 def test_rerank_through_litellm(
-    proxy: Proxy, litellm_sdk: Any, tiny_encoders: dict[str, Path]
+    server: LiveServer, proxy: Proxy, litellm_sdk: Any, tiny_encoders: dict[str, Path]
 ) -> None:
     litellm = litellm_sdk
     route = {"model": "litellm_proxy/rr", "api_base": proxy.base_url, "api_key": proxy.key}
@@ -262,5 +264,7 @@ def test_rerank_through_litellm(
         response = litellm.rerank(query=query, documents=DOCUMENTS, top_n=3, **route)
         expected = reference_scores(tiny_encoders["reranker/hf"], query, DOCUMENTS)
         assert [r["index"] for r in response.results] == list(np.argsort(expected)[::-1][:3])
+        precision = httpx.get(f"{server.v1}/models/rr").json()["precision"]
+        tolerance = score_tolerance(precision, base=0.005)
         for result in response.results:
-            assert abs(result["relevance_score"] - expected[result["index"]]) < 0.005
+            assert abs(result["relevance_score"] - expected[result["index"]]) < tolerance

@@ -1,4 +1,5 @@
-"""Where each model runs: the registry's ``device``, the int4 rule and OV_INT4_DEVICE."""
+"""Where each model runs: the registry's ``device``, the int4 rule and OV_INT4_DEVICE; and in
+which precision: the registry's ``inference_precision`` and OV_INFERENCE_PRECISION."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from ov_llm_server.placement import (
     choose_device,
+    choose_precision,
     device_choices,
     gguf_weight_format,
     int4_warning,
@@ -233,3 +235,42 @@ def test_converter_warns_when_writing_int4_for_a_gpu_host(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("formats", "device"), [("int8", "GPU"), ("int4", "CPU")])
 def test_converter_is_quiet_otherwise(tmp_path: Path, formats: str, device: str) -> None:
     assert "warning" not in _convert_dry_run(tmp_path, formats, OV_DEVICE=device)
+
+
+@pytest.mark.parametrize(
+    ("kind", "device", "entry_precision", "setting", "hint"),
+    [
+        # auto: encoders in f32 on a CPU (no bf16 ties), everything else the device's default
+        ("rerank", "CPU", None, "auto", "f32"),
+        ("embedding", "AUTO:CPU", None, "auto", "f32"),
+        ("embedding", "GPU", None, "auto", None),
+        ("embedding", "AUTO:GPU,CPU", None, "auto", None),
+        ("embedding", "AUTO", None, "auto", None),
+        ("llm", "CPU", None, "auto", None),
+        ("llm", "GPU", None, "auto", None),
+        # the setting, then the entry, win over auto
+        ("llm", "CPU", None, "f32", "f32"),
+        ("rerank", "CPU", None, "bf16", "bf16"),
+        ("llm", "GPU", "f32", "f16", "f32"),
+        ("rerank", "CPU", "auto", "bf16", "bf16"),
+        ("rerank", "CPU", "bf16", "auto", "bf16"),
+    ],
+)
+def test_choose_precision(
+    kind: str, device: str, entry_precision: str | None, setting: str, hint: str | None
+) -> None:
+    entry = ModelEntry(path="/m", inference_precision=entry_precision)
+    chosen = choose_precision(kind, device, entry, settings(inference_precision=setting))
+    assert chosen == hint
+
+
+def test_inference_precision_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OV_INFERENCE_PRECISION", "BF16")
+    assert Settings().inference_precision == "bf16"
+    monkeypatch.setenv("OV_INFERENCE_PRECISION", "")
+    assert Settings().inference_precision == "auto"
+    monkeypatch.setenv("OV_INFERENCE_PRECISION", "int8")
+    with pytest.raises(ValueError, match="inference_precision"):
+        Settings()
+    with pytest.raises(ValueError, match="inference_precision"):
+        ModelEntry(path="/m", inference_precision="fp8")

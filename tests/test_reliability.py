@@ -213,6 +213,40 @@ def caplog_lines() -> Iterator[list[str]]:
 # ---------------------------------------------------------------- devices
 
 
+@pytest.mark.parametrize("first", ["tiny-pinned", "tiny-plain"])
+def test_aliases_of_one_folder_keep_their_own_device_and_parsers(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]], first: str
+) -> None:
+    """Two names of one model folder: one pinned to the CPU with tool parsing off, one on
+    OV_DEVICE (which fails over to the CPU). Whichever is asked first, each keeps its own
+    device, precision and parser."""
+    base = tiny_registry["tiny-int8"]
+    registry = {
+        "tiny-pinned": {**base, "device": "CPU", "tool_parser": "none"},
+        "tiny-plain": base,
+    }
+    live = server_factory(registry, OV_DEVICE="GPU.7", OV_FALLBACK_DEVICE="CPU")
+    tool = DIALOGUES["D_TOOL"]
+    answers = {}
+    for name in (first, *(n for n in registry if n != first)):
+        body = {"model": name, "messages": tool["messages"], "tools": tool["tools"]}
+        answers[name] = chat(live, body).json()["choices"][0]
+    assert answers["tiny-plain"]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert answers["tiny-plain"]["finish_reason"] == "tool_calls"
+    # With its parser off the call stays text, as the model wrote it.
+    assert answers["tiny-pinned"]["message"]["content"] == tool["answer"]
+    assert answers["tiny-pinned"]["message"].get("tool_calls") is None
+    engines = {m["name"]: m for m in httpx.get(f"{live.base_url}/health").json()["loaded_models"]}
+    assert set(engines) == {"tiny-pinned", "tiny-plain"}
+    assert engines["tiny-pinned"]["pid"] != engines["tiny-plain"]["pid"]
+    cards = {c["id"]: c for c in httpx.get(f"{live.v1}/models").json()["data"]}
+    assert cards["tiny-pinned"]["device_reason"] == "set by its registry entry"
+    assert cards["tiny-plain"]["device_reason"].startswith("OV_FALLBACK_DEVICE")
+    for name in registry:
+        assert engines[name]["precision"] == cards[name]["precision"]
+        assert engines[name]["precision"] in {"f32", "bf16"}
+
+
 def test_fallback_device_is_used_and_reported(
     server_factory: Any, tiny_registry: dict[str, dict[str, Any]], tiny_ir_int4: Path
 ) -> None:

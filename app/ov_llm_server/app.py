@@ -67,11 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
         snapshot = registry.snapshot()
         log.info(
             "ov-llm-server starting version=%s openvino=%s device=%s fallback_device=%s "
-            "registry=%s registry_models=%d fallback_model=%s cache_dir=%s auth=%s",
+            "inference_precision=%s registry=%s registry_models=%d fallback_model=%s "
+            "cache_dir=%s auth=%s",
             __version__,
             OPENVINO_GENAI_VERSION,
             settings.device,
             settings.fallback_device or "-",
+            settings.inference_precision,
             settings.registry_path,
             len(snapshot.data.models),
             settings.model_path or "-",

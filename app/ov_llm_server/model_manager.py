@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
 import time
@@ -32,7 +33,7 @@ from .engine.client import EngineProcess, LoadError
 from .engine.messages import EngineConfig, EngineKind, Speculation
 from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
 from .metrics import Metrics
-from .placement import choose_device
+from .placement import choose_device, choose_precision
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
 from .settings import Settings
 from .speculative import resolve_speculation
@@ -48,10 +49,7 @@ class ResolvedModel:
     name: str  # the registry name, or the fallback model's name
     path: Path
     entry: ModelEntry | None  # None for the fallback model
-
-    @property
-    def key(self) -> str:
-        return slot_key(self.path, self.entry)
+    key: str = ""  # its slot's (slot_key): names that share it share one engine
 
     @property
     def kind(self) -> EngineKind:
@@ -60,7 +58,9 @@ class ResolvedModel:
 
 @dataclass
 class LoadedModel:
-    """What a request needs of a loaded model."""
+    """What a request needs of a loaded model: the engine, and the name it asked for with
+    that name's own registry entry (its parsers), which another name of the engine may not
+    share."""
 
     name: str
     entry: ModelEntry | None
@@ -69,7 +69,8 @@ class LoadedModel:
 
 @dataclass(eq=False)
 class ModelSlot:
-    """One model (by path and speculation) as the manager tracks it, loaded or not."""
+    """One engine as the manager tracks it, loaded or not: the names that resolve to the same
+    slot key share it; ``resolved`` is the first of them."""
 
     resolved: ResolvedModel
     supervisor: Supervisor | None = None
@@ -106,22 +107,23 @@ class ModelSlot:
 class Lease:
     """A request's hold on one model, from admission to its last byte."""
 
-    def __init__(self, manager: ModelManager, slot: ModelSlot) -> None:
+    def __init__(self, manager: ModelManager, slot: ModelSlot, resolved: ResolvedModel) -> None:
         self._manager = manager
         self.slot = slot
+        self.resolved = resolved
         self.number = slot.admitted
         self._active = False
         self._released = False
 
     @property
     def name(self) -> str:
-        return self.slot.name
+        return self.resolved.name
 
     async def model(self) -> LoadedModel:
         """The loaded model, loading it (and making room) first; bound it with a timeout."""
-        loaded = await self._manager._acquire(self.slot, self.number)
+        engine = await self._manager._acquire(self.slot, self.number)
         self._active = True
-        return loaded
+        return LoadedModel(self.resolved.name, self.resolved.entry, engine)
 
     def release(self, *, completed: bool = False) -> None:
         """Ends the hold; safe to call more than once. ``completed`` feeds Retry-After."""
@@ -155,7 +157,8 @@ class ModelManager:
     def resolve(self, name: str) -> ResolvedModel:
         entry = self.registry.entries().get(name)
         if entry is not None:
-            return ResolvedModel(name, resolve_model_path(self.registry.path, entry), entry)
+            path = resolve_model_path(self.registry.path, entry)
+            return ResolvedModel(name, path, entry, slot_key(path, entry, self.settings))
         fallback = self.settings.fallback_model_name()
         if self.settings.model_path is not None and fallback is not None:
             log.log(
@@ -165,7 +168,8 @@ class ModelManager:
                 self.settings.model_path,
             )
             self._fallback_logged = True
-            return ResolvedModel(fallback, self.settings.model_path, None)
+            path = self.settings.model_path
+            return ResolvedModel(fallback, path, None, slot_key(path, None, self.settings))
         raise errors.model_not_found(name)
 
     def metric_label(self, name: str) -> str:
@@ -193,7 +197,7 @@ class ModelManager:
         if slot.leases >= self.settings.max_queue:
             excess = slot.leases - self.settings.max_queue + 1
             raise errors.overloaded(name, retry_after=slot.retry_after(excess))
-        lease = Lease(self, slot)
+        lease = Lease(self, slot, resolved)
         slot.leases += 1
         slot.admitted += 1
         slot.last_used = time.monotonic()
@@ -219,7 +223,7 @@ class ModelManager:
 
     # ------------------------------------------------------------ loading
 
-    async def _acquire(self, slot: ModelSlot, number: int) -> LoadedModel:
+    async def _acquire(self, slot: ModelSlot, number: int) -> EngineProcess:
         while True:
             if slot.drain_cutoff is not None and not _entitled(slot, number):
                 await self._changed.wait()  # its turn comes after the model made way
@@ -259,7 +263,7 @@ class ModelManager:
             if slot.supervisor is not supervisor:
                 continue  # unloaded while this request waited
             slot.active += 1
-            return LoadedModel(slot.name, slot.resolved.entry, engine)
+            return engine
 
     def _start(self, slot: ModelSlot) -> None:
         speculative, warning = resolve_speculation(
@@ -272,7 +276,7 @@ class ModelManager:
         slot.supervisor = Supervisor(
             slot.name,
             slot.resolved.path,
-            self._engine_configs(slot.resolved.entry, speculative),
+            self._engine_configs(slot.resolved, speculative),
             self.runtime_dir,
             kind=slot.resolved.kind,
             load_timeout=self.settings.engine_load_timeout_seconds,
@@ -292,10 +296,11 @@ class ModelManager:
         )
 
     def _engine_configs(
-        self, entry: ModelEntry | None, speculative: Speculation | None = None
+        self, resolved: ResolvedModel, speculative: Speculation | None = None
     ) -> list[EngineConfig]:
         """One per device to try: the model's own (placement.py), then OV_FALLBACK_DEVICE."""
         s = self.settings
+        entry = resolved.entry
         devices = [choose_device(entry, s).device]
         if s.fallback_device and s.fallback_device not in devices:
             devices.append(s.fallback_device)
@@ -305,6 +310,7 @@ class ModelManager:
                 max_batch=s.max_batch,
                 kv_cache_gb=s.kv_cache_gb,
                 kv_cache_precision=s.kv_cache_precision,
+                inference_precision=choose_precision(resolved.kind, device, entry, s),
                 cache_dir=str(s.cache_dir) if s.cache_dir else None,
                 encoder_batch=s.encoder_max_batch,
                 speculative=speculative,
@@ -355,7 +361,7 @@ class ModelManager:
         return [s for s in self._slots.values() if s.supervisor is not None]
 
     def slot_at(self, path: Path, entry: ModelEntry | None = None) -> ModelSlot | None:
-        slot = self._slots.get(slot_key(path, entry))
+        slot = self._slots.get(slot_key(path, entry, self.settings))
         return slot if slot is not None and slot.supervisor is not None else None
 
     # ------------------------------------------------------------ unloading
@@ -391,12 +397,22 @@ class ModelManager:
             await self.unload(slot, reason="shutdown")
 
 
-def slot_key(path: Path, entry: ModelEntry | None) -> str:
-    """Names of one model share its engine; speculation makes another engine of it."""
+def slot_key(path: Path, entry: ModelEntry | None, settings: Settings) -> str:
+    """Names share an engine only when everything that shapes the engine is the same: the
+    model folder, the kind of engine its task picks, the device, the precision and the
+    speculation. What shapes only the answer (tool and reasoning parsers) stays per name."""
+    kind = engine_kind(entry.task if entry is not None else None)
+    device = choose_device(entry, settings).device
     speculative = entry.speculative if entry is not None else None
-    if speculative is None:
-        return str(path)
-    return f"{path} {speculative.model_dump_json()}"
+    return json.dumps(
+        [
+            str(path),
+            kind,
+            device,
+            choose_precision(kind, device, entry, settings),
+            speculative.model_dump(mode="json") if speculative is not None else None,
+        ]
+    )
 
 
 def _entitled(slot: ModelSlot, number: int) -> bool:

@@ -1,4 +1,5 @@
-"""Which device a model runs on: its registry entry, the int4 rule, or OV_DEVICE.
+"""Where a model runs and in which precision: its registry entry, the int4 rule, OV_DEVICE,
+and OV_INFERENCE_PRECISION.
 
 int4 is unstable on the UHD 630's GPU stack (wrong output, crashes), while int8 is the
 production format there. So a 4-bit model whose entry names no device runs on
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine.messages import EngineKind
 from .registry import ModelEntry
 from .settings import Settings
 
@@ -103,6 +105,31 @@ def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
             f"int4 runs on OV_INT4_DEVICE={int4_device}",
         )
     return Placement(settings.device, "OV_DEVICE")
+
+
+def choose_precision(
+    kind: EngineKind, device: str, entry: ModelEntry | None, settings: Settings
+) -> str | None:
+    """The inference precision hint for a model on ``device``; None: the device's default.
+
+    The entry's ``inference_precision`` wins over OV_INFERENCE_PRECISION. ``auto`` keeps
+    embedders and rerankers on a CPU in f32: a bf16 CPU would otherwise score in steps of 1/256,
+    which turns close scores into ties and reorders rankings, and these models are small. A
+    generative model keeps the device's default (bf16 where the CPU has it, which decodes
+    faster; f32 on the target's i7-8700B; f16 on a GPU).
+    """
+    wanted = (entry.inference_precision if entry is not None else None) or "auto"
+    if wanted == "auto":
+        wanted = settings.inference_precision
+    if wanted != "auto":
+        return wanted
+    included, _ = device_choices(device)
+    on_cpu_only = bool(included) and all(_is_cpu(name) for name in included)
+    return "f32" if kind != "llm" and on_cpu_only else None
+
+
+def _is_cpu(name: str) -> bool:
+    return name.upper().split(".", 1)[0] == "CPU"
 
 
 def int4_warning(settings: Settings) -> str | None:

@@ -228,6 +228,10 @@ class ModelCard(BaseModel):
     # Where the model runs (loaded) or will run, and why (placement.py).
     device: str | None = None
     device_reason: str | None = None
+    # The precision it computes in once loaded (f32, bf16, f16: as the device resolved the
+    # hint), and the hint it asks for (placement.choose_precision; None: the device's default).
+    precision: str | None = None
+    precision_hint: str | None = None
     source: Literal["registry", "fallback"] = "registry"
     # What the model does, read from its files (capabilities.py).
     mode: ModelMode | None = None

@@ -1,7 +1,8 @@
 """The model registry (``registry.json``): one module for the server and the converter.
 
 Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``, plus
-optional fields per entry (``device``, ``tool_parser``, ``reasoning_parser``, ``speculative``).
+optional fields per entry (``device``, ``tool_parser``, ``reasoning_parser``, ``speculative``,
+``inference_precision``).
 Fields a reader does not know are kept as they are, so the version stays 1 when one is added.
 Readers never see a half-written file: writers take an inter-process lock, write a
 temporary file in the same folder, fsync it and rename it over the old one.
@@ -76,6 +77,8 @@ class ModelEntry(BaseModel):
     tool_parser: str | None = None
     reasoning_parser: str | None = None
     speculative: Speculative | None = None
+    # Over OV_INFERENCE_PRECISION (precision.py); None follows it.
+    inference_precision: Literal["auto", "f32", "bf16", "f16"] | None = None
 
 
 class RegistryData(BaseModel):

@@ -13,10 +13,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import OPENVINO_GENAI_VERSION, __version__, errors
-from .capabilities import card_facts
+from .capabilities import card_facts, engine_kind
 from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
-from .placement import choose_device
+from .placement import choose_device, choose_precision
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
 from .protocol_surface import (
     CompletionRequest,
@@ -138,6 +138,7 @@ def _engine_status(slot: ModelSlot) -> dict[str, Any]:
         "last_error": supervisor.last_error,
         "load_seconds": round(supervisor.load_seconds, 3),
         "speculative": supervisor.speculative,
+        "precision": supervisor.precision,
         "warnings": _warnings(slot),
     }
 
@@ -242,16 +243,24 @@ async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
 
 def _placement(
     slot: ModelSlot | None, entry: ModelEntry | None, settings: Settings
-) -> dict[str, str]:
-    """The model's device and why: where it runs once loaded, where it would run otherwise."""
+) -> dict[str, str | None]:
+    """The model's device and why (where it runs once loaded, where it would run otherwise),
+    and its precision."""
     placement = choose_device(entry, settings)
-    running = slot.supervisor.device if slot is not None and slot.supervisor is not None else None
+    supervisor = slot.supervisor if slot is not None else None
+    running = supervisor.device if supervisor is not None else None
+    kind = engine_kind(entry.task if entry else None)
+    precision = {
+        "precision": supervisor.precision if supervisor is not None else None,
+        "precision_hint": choose_precision(kind, running or placement.device, entry, settings),
+    }
     if running is None or running == placement.device:
-        return {"device": placement.device, "device_reason": placement.reason}
+        return {"device": placement.device, "device_reason": placement.reason, **precision}
     return {
         "device": running,
         "device_reason": f"OV_FALLBACK_DEVICE: it failed to load on {placement.device} "
         f"({placement.reason})",
+        **precision,
     }
 
 

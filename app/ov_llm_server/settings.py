@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODELS_DIR = Path("~/models")
 DEFAULT_REGISTRY_PATH = DEFAULT_MODELS_DIR / "converted_models" / "registry.json"
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+# OpenVINO's INFERENCE_PRECISION_HINT; "auto" lets precision.py choose per engine kind.
+InferencePrecision = Literal["auto", "f32", "bf16", "f16"]
 
 
 class Settings(BaseSettings):
@@ -88,6 +90,13 @@ class Settings(BaseSettings):
         description="KV cache precision (OpenVINO KV_CACHE_PRECISION, e.g. f16 or u8); "
         "unset keeps the plugin's default.",
     )
+    inference_precision: InferencePrecision = Field(
+        "auto",
+        description="Precision models compute in (OpenVINO INFERENCE_PRECISION_HINT): f32, "
+        "bf16 or f16; auto: f32 for embedding and rerank models on the CPU, the device's own "
+        "default for generation (f32 or bf16 on a CPU, f16 on a GPU). A registry entry's "
+        "inference_precision wins.",
+    )
     max_tokens_limit: int = Field(
         4096, ge=1, description="Upper bound on max_tokens of one request."
     )
@@ -157,10 +166,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value} holds no key")
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "inference_precision", mode="before")
     @classmethod
-    def _upper(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def _case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower() or "auto"
 
     def fallback_model_name(self) -> str | None:
         """The name /v1/models lists the fallback model under."""

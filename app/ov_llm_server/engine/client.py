@@ -174,6 +174,7 @@ class EngineProcess:
         self.dimension: int | None = None
         self.speculative: str | None = None
         self.warnings: tuple[str, ...] = ()
+        self.precision: str | None = None
         self.last_heard = time.monotonic()
         self.fatal_error: str | None = None
         self.exit_description: str | None = None
@@ -233,6 +234,7 @@ class EngineProcess:
         self.dimension = ready.dimension
         self.speculative = ready.speculative
         self.warnings = ready.warnings
+        self.precision = ready.precision
         self.last_heard = time.monotonic()
         self._tasks.append(asyncio.create_task(self._watch(), name=f"engine-watch-{self.name}"))
         return ready

@@ -48,6 +48,8 @@ class EngineConfig(msgspec.Struct, frozen=True):
     max_batch: int = 8
     kv_cache_gb: int = 0
     kv_cache_precision: str | None = None
+    # OpenVINO's INFERENCE_PRECISION_HINT (f32, bf16, f16); None: the device's default.
+    inference_precision: str | None = None
     cache_dir: str | None = None
     # Embedding and rerank models: inputs one pipeline call takes at most.
     encoder_batch: int = 32
@@ -174,6 +176,9 @@ class Ready(msgspec.Struct, tag=True, frozen=True):
     # wants an operator to know (e.g. that it loaded without the draft it was given).
     speculative: str | None = None
     warnings: tuple[str, ...] = ()
+    # The precision the device computes in (f32, bf16, f16), as OpenVINO resolves the hint on
+    # this hardware; None where the device does not say (a virtual device such as AUTO).
+    precision: str | None = None
 
 
 class LoadFailed(msgspec.Struct, tag=True, frozen=True):

@@ -120,6 +120,11 @@ class Supervisor:
         return self.engine.speculative if self.engine is not None else None
 
     @property
+    def precision(self) -> str | None:
+        """The precision the engine computes in (f32, bf16, f16), once loaded."""
+        return self.engine.precision if self.engine is not None else None
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """What the engine reported at load for an operator (e.g. its draft did not load)."""
         return self.engine.warnings if self.engine is not None else ()
@@ -182,9 +187,10 @@ class Supervisor:
             self.load_seconds = engine.load_seconds
             self._ready_since = time.monotonic()
             log.info(
-                "model loaded name=%s device=%s path=%s load_seconds=%.2f pid=%s",
+                "model loaded name=%s device=%s precision=%s path=%s load_seconds=%.2f pid=%s",
                 self.name,
                 engine.device,
+                engine.precision or "-",
                 self.path,
                 engine.load_seconds,
                 engine.pid,

@@ -50,6 +50,7 @@ from ..messages import (
     to_engine_decoder,
 )
 from . import faults
+from .pipelines import compute_precision
 from .runner import Result, Runner
 
 log = logging.getLogger("ov_llm_server.engine")
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.dimension,
         speculative=runner.speculative,
         warnings=tuple(runner.warnings),
+        precision=compute_precision(spec.config),
     )
     outbox.send(encoder.encode(ready))
     code = EngineLoop(runner, inbox, outbox, spec).run()

@@ -8,6 +8,7 @@ from typing import Any
 import openvino_genai as og
 
 from ..messages import EngineConfig
+from .precision import effective_precision, hint_properties
 from .speculation import kv_cache_precision, pipeline_properties, prefix_caching
 
 
@@ -19,13 +20,16 @@ def build_pipeline(path: Path, config: EngineConfig) -> Any:
     scheduler.max_num_seqs = config.max_batch
     scheduler.dynamic_split_fuse = True
     scheduler.enable_prefix_caching = prefix_caching(config)
-    properties: dict[str, Any] = pipeline_properties(config)
+    properties: dict[str, Any] = {
+        **pipeline_properties(config),
+        **hint_properties(config.inference_precision),
+    }
     precision = kv_cache_precision(config)
     if precision:
         properties["KV_CACHE_PRECISION"] = precision
         if precision == "f32":
             # Paged attention refuses an f32 cache beside bf16/f16 inference.
-            properties["INFERENCE_PRECISION_HINT"] = "f32"
+            properties.update(hint_properties("f32"))
     if config.cache_dir is not None:
         Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
         properties["CACHE_DIR"] = config.cache_dir
@@ -33,8 +37,17 @@ def build_pipeline(path: Path, config: EngineConfig) -> Any:
 
 
 def encoder_properties(config: EngineConfig) -> dict[str, Any]:
-    """OpenVINO properties of an embedding or rerank pipeline (the compiled-model cache)."""
-    if config.cache_dir is None:
-        return {}
-    Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
-    return {"CACHE_DIR": config.cache_dir}
+    """OpenVINO properties of an embedding or rerank pipeline: precision, model cache."""
+    properties: dict[str, Any] = hint_properties(config.inference_precision)
+    if config.cache_dir is not None:
+        Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+        properties["CACHE_DIR"] = config.cache_dir
+    return properties
+
+
+def compute_precision(config: EngineConfig) -> str | None:
+    """The precision the pipeline that ``config`` builds computes in (what /health shows)."""
+    hint = config.inference_precision
+    if kv_cache_precision(config) == "f32":
+        hint = "f32"
+    return effective_precision(config.device, hint)
