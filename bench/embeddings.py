@@ -43,6 +43,8 @@ from report import (  # bench/report.py: the same machine facts in both reports
     machine_info,
 )
 
+from ov_llm_server.engine.core.precision import hint_properties
+
 log = logging.getLogger("bench.embeddings")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,8 @@ README_START = "<!-- bench:embeddings:start -->"
 README_END = "<!-- bench:embeddings:end -->"
 MODEL_NAME = "all-MiniLM-L6-v2"
 SERVED_NAME = "bench-embedder"
+# Both sides compute in what the server's auto precision gives an embedder on a CPU.
+SERVED_PRECISION = "f32"
 TARGET_RATIO = 0.9
 # Inputs measured per round and level: enough for several model calls at 32.
 MIN_INPUTS = 128
@@ -120,7 +124,9 @@ class Direct:
         )
         pipe_config.normalize = config.normalize
         pipe_config.max_length = config.max_length
-        self.pipe = og.TextEmbeddingPipeline(str(model), "CPU", pipe_config)
+        self.pipe = og.TextEmbeddingPipeline(
+            str(model), "CPU", pipe_config, **hint_properties(SERVED_PRECISION)
+        )
         self.pipe.embed_documents(["warm up"])
 
     def run(self, inputs: list[str], concurrency: int, per_request: int) -> float:
@@ -144,6 +150,7 @@ def start_server(model: Path, workdir: Path, max_batch: int) -> Any:
     )
     env = {
         "OV_DEVICE": "CPU",
+        "OV_INFERENCE_PRECISION": SERVED_PRECISION,
         "OV_REGISTRY_PATH": str(registry),
         "OV_PRELOAD_MODELS": SERVED_NAME,
         "OV_ENCODER_MAX_BATCH": str(max_batch),
@@ -275,6 +282,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Model: **{MODEL_NAME}** (OpenVINO IR int8 by ov-convert-model), device CPU, "
         f"{report['inputs_per_request']} input(s) per request, `encoding_format` "
         f"{report['encoding_format']}, {machine['cores']} cores ({machine['cpu']}), "
+        f"computing in {SERVED_PRECISION}, "
         f"openvino-genai {machine['openvino_genai']}, {report['date']}, load average at start "
         f"{machine['load_average_at_start'][0]}.",
         "",

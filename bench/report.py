@@ -12,6 +12,8 @@ from typing import Any
 import openvino_genai as og
 from measure import LevelResult, percentile
 
+from ov_llm_server.engine.core.precision import effective_precision
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Issue 15's targets.
@@ -233,7 +235,8 @@ def markdown(report: dict[str, Any], results: Results, *, full: bool = True) -> 
     m, s, machine = report["model"], report["settings"], report["machine"]
     lines = [
         f"Model: **{m['name']}** ({m['format']}), device {s['device']}, greedy; "
-        f"{machine['cores']} cores ({machine['cpu']}), openvino-genai "
+        f"{machine['cores']} cores ({machine['cpu']}, computing in "
+        f"{machine.get('cpu_precision') or 'unknown'}), openvino-genai "
         f"{machine['openvino_genai']}, {report['date']}; load average "
         f"{machine['load_average_at_start'][0]} at the start, "
         f"{report['load_average_at_end'][0]} at the end; {report['duration_s'] / 60:.0f} min.",
@@ -536,6 +539,9 @@ def machine_info() -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "openvino_genai": og.__version__,
+        # What the CPU computes in by default (bf16 where it has bf16, else f32): the chat
+        # figures depend on it; embeddings run in f32 on every CPU.
+        "cpu_precision": effective_precision("CPU", None),
         "os": platform.platform(),
     }
 
