@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import httpx
@@ -269,6 +270,54 @@ def test_forced_call_on_a_prompt_that_would_not_call(
     events = sse(server, request)
     streamed = streamed_calls(events)
     assert [c["arguments"] for c in streamed.values()] == [c.function.arguments for c in calls]
+    assert finish_reason(events) == "tool_calls"
+
+
+NOTE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "take_note",
+        "parameters": {
+            "type": "object",
+            "properties": {"title": {"type": "string"}, "body": {"type": "string"}},
+            "required": ["title", "body"],
+        },
+    },
+}
+
+
+def argument_pieces(events: list[dict[str, Any]]) -> list[str]:
+    """The argument strings of the stream's tool-call deltas, in order (the header's "")."""
+    return [
+        delta["function"].get("arguments") or ""
+        for event in events
+        if event["choices"]
+        for delta in event["choices"][0]["delta"].get("tool_calls") or []
+    ]
+
+
+@pytest.mark.parametrize("room", [80, 4])
+def test_forced_call_arguments_stream_as_they_are_written(server: LiveServer, room: int) -> None:
+    """A forced call's id and name come first, then its arguments in pieces as the model
+    writes them; the pieces add up to the non-streamed call's arguments, valid JSON even when
+    the budget cuts them (the last piece then carries the grammar's closing)."""
+    request = body("D_STORY", tools=[NOTE_TOOL], tool_choice="required", temperature=0)
+    # The server names the shortest forced answer's length when the budget is below it.
+    refused = httpx.post(
+        f"{server.v1}/chat/completions", json={**request, "max_tokens": 1}, timeout=120
+    )
+    shortest = int(re.search(r"takes (\d+) tokens", refused.json()["error"]["message"])[1])
+    request["max_tokens"] = shortest + room
+    whole = httpx.post(f"{server.v1}/chat/completions", json=request, timeout=120).json()
+    (call,) = whole["choices"][0]["message"]["tool_calls"]
+    events = sse(server, request)
+    pieces = argument_pieces(events)
+    assert pieces[0] == ""  # the header: id and name, no arguments yet
+    assert len([p for p in pieces if p]) >= 4, pieces  # several pieces, not one at the end
+    (streamed,) = streamed_calls(events).values()
+    assert streamed["name"] == call["function"]["name"] == "take_note"
+    assert streamed["arguments"] == call["function"]["arguments"]
+    assert set(json.loads(streamed["arguments"])) == {"title", "body"}
     assert finish_reason(events) == "tool_calls"
 
 

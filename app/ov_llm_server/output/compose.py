@@ -57,12 +57,16 @@ class ClosingParser(OutputParser):
 
     def feed(self, text: str) -> ParsedDelta:
         self._text += text
+        return self._take(text)
+
+    def _take(self, text: str) -> ParsedDelta:
+        """Hands output (the model's, or the closing the grammar adds) to ``inner``."""
         out = self._inner.feed(text)
         self.done = self._inner.done
         return out
 
     def finish(self) -> ParsedDelta:
-        out = ParsedDelta() if self.done else self._inner.feed(_closing(self._grammar, self._text))
+        out = ParsedDelta() if self.done else self._take(_closing(self._grammar, self._text))
         out.merge(self._inner.finish())
         self.done = self._inner.done
         return out

@@ -1,4 +1,5 @@
-"""What the output parsers hand to the server: content, reasoning and complete tool calls."""
+"""What the output parsers hand to the server: content, reasoning, complete tool calls, and
+the pieces of forced calls being written."""
 
 from __future__ import annotations
 
@@ -11,21 +12,37 @@ class ParsedToolCall:
     id: str
     name: str
     arguments: str  # a complete JSON object, never a fragment
+    # Its arguments already went out as CallPieces (streamed_calls.py): a stream does not
+    # send the call again.
+    streamed: bool = False
+
+
+@dataclass(frozen=True)
+class CallPiece:
+    """Part of a call being written: its start (``id`` and ``name``, no arguments yet), then
+    pieces of its arguments, which add up to the call's final ``arguments``."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
 
 
 @dataclass
 class ParsedDelta:
     content: str = ""
     reasoning: str = ""
-    tool_calls: list[ParsedToolCall] = field(default_factory=list)
+    tool_calls: list[ParsedToolCall] = field(default_factory=list)  # whole calls, in order
+    call_pieces: list[CallPiece] = field(default_factory=list)  # for a stream only
 
     def __bool__(self) -> bool:
-        return bool(self.content or self.reasoning or self.tool_calls)
+        return bool(self.content or self.reasoning or self.tool_calls or self.call_pieces)
 
     def merge(self, other: ParsedDelta) -> None:
         self.content += other.content
         self.reasoning += other.reasoning
         self.tool_calls.extend(other.tool_calls)
+        self.call_pieces.extend(other.call_pieces)
 
 
 class OutputParser:

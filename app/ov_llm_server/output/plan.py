@@ -21,6 +21,7 @@ from .deltas import OutputParser
 from .grammar import JsonGrammar
 from .reasoning import THINK_OPEN, ThinkParser
 from .schema import SchemaError, SchemaModel, compile_schema, needs_repair
+from .streamed_calls import ArgumentReader, StreamedCallParser
 from .terms import Grammar
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,16 @@ def _forced_call(
     grammar = builder.grammar(fmt.forced(calls, several))
     _check_sampling(request)
 
+    # maxLength is cut by schema.repair once a call is whole: such arguments cannot stream.
+    stream = not any(needs_repair(model) for model in catalog.models.values())
+
     def parser(_: str) -> OutputParser:
         # The grammar holds the answer from its first token: there is no room for thinking.
-        return ClosingParser(grammar, fmt.parser(catalog.fresh(), None if several else 1))
+        inner = fmt.parser(catalog.fresh(), None if several else 1)
+        if not stream:
+            return ClosingParser(grammar, inner)
+        reader = ArgumentReader(fmt.call_head(), fmt.call_name)
+        return StreamedCallParser(grammar, inner, reader, fmt.new_id)
 
     return OutputPlan(grammar.ebnf(), template_tools, parser, _shortest(grammar))
 

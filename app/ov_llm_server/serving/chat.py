@@ -179,23 +179,28 @@ def _delta_dicts(parsed: ParsedDelta) -> list[dict[str, Any]]:
         out.append({"reasoning_content": parsed.reasoning})
     if parsed.content:
         out.append({"content": parsed.content})
+    # A forced call as it is written: its id and name, then its arguments piece by piece.
+    for piece in parsed.call_pieces:
+        if piece.name is not None:
+            out.append(_call_start(piece.index, piece.id or "", piece.name))
+        elif piece.arguments:
+            out.append(_call_arguments(piece.index, piece.arguments))
+    # A free call goes out whole once it has closed and validated.
     for call in parsed.tool_calls:
-        index = call.index
-        out.append(
-            {
-                "content": None,
-                "tool_calls": [
-                    {
-                        "index": index,
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": call.name, "arguments": ""},
-                    }
-                ],
-            }
-        )
-        out.append({"tool_calls": [{"index": index, "function": {"arguments": call.arguments}}]})
+        if not call.streamed:
+            out.append(_call_start(call.index, call.id, call.name))
+            out.append(_call_arguments(call.index, call.arguments))
     return out
+
+
+def _call_start(index: int, call_id: str, name: str) -> dict[str, Any]:
+    function = {"name": name, "arguments": ""}
+    call = {"index": index, "id": call_id, "type": "function", "function": function}
+    return {"content": None, "tool_calls": [call]}
+
+
+def _call_arguments(index: int, arguments: str) -> dict[str, Any]:
+    return {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
 
 
 def template_message(message: ChatMessage) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -112,3 +113,12 @@ class ToolFormat:
     def forced(cls, calls: Sequence[tuple[str, Term]], several: bool) -> Term:
         """The whole forced answer: one call (or, when ``several``, one or more)."""
         raise NotImplementedError
+
+    @classmethod
+    def call_head(cls) -> re.Pattern[str]:
+        """What comes before a forced call's arguments (as :meth:`call_term` writes it)."""
+        return re.compile(r'\{"name": ("(?:[^"\\]|\\.)*"), "' + re.escape(cls.args_key) + '": ')
+
+    @classmethod
+    def call_name(cls, head: re.Match[str]) -> str:
+        return str(json.loads(head.group(1)))

@@ -11,6 +11,7 @@ nine letters and digits, so the calls get such ids.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from collections.abc import Sequence
@@ -61,6 +62,14 @@ class MistralV11(Mistral):
     def forced(cls, calls: Sequence[tuple[str, Term]], several: bool) -> Term:
         one = seq(Lit(MARKER), alt(*(seq(Lit(n + ARGS), a) for n, a in calls)))
         return Rep(one, 1, None) if several else one
+
+    @classmethod
+    def call_head(cls) -> re.Pattern[str]:
+        return re.compile(re.escape(MARKER) + "(.*?)" + re.escape(ARGS), re.DOTALL)
+
+    @classmethod
+    def call_name(cls, head: re.Match[str]) -> str:
+        return head.group(1)
 
 
 class MistralParser(OutputParser):
