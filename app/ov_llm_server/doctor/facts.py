@@ -129,7 +129,7 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _os_name(paths: Paths) -> str:
+def os_name(paths: Paths = HOST) -> str:
     text = _read(paths.os_release) or ""
     for line in text.splitlines():
         key, _, value = line.partition("=")
@@ -153,7 +153,7 @@ def cpu_and_memory() -> tuple[str, float | None]:
     return cpu, memory
 
 
-def _python_packages() -> dict[str, str]:
+def python_packages() -> dict[str, str]:
     versions = {}
     for name in PYTHON_PACKAGES:
         try:
@@ -334,12 +334,12 @@ def gather(paths: Paths = HOST) -> SystemFacts:
     cpu, memory = cpu_and_memory()
     packages, leftovers = debian_packages()
     return SystemFacts(
-        os=_os_name(paths),
+        os=os_name(paths),
         kernel=platform.release(),
         cpu=cpu,
         memory_gib=memory,
         python=platform.python_version(),
-        python_packages=_python_packages(),
+        python_packages=python_packages(),
         identity=identity(paths),
         debian_packages=packages,
         debian_leftovers=leftovers,
