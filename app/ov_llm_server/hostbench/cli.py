@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ def run_worker(model: Model, config: EngineConfig, args: argparse.Namespace) -> 
         )
     except subprocess.TimeoutExpired:
         return {"error": f"no result within {args.timeout:g} s"}
+    if done.returncode < 0:
+        return {"error": f"crashed with {signal.Signals(-done.returncode).name}"}
     lines = done.stdout.strip().splitlines()
     try:
         answer = json.loads(lines[-1])
