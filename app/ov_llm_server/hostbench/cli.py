@@ -225,7 +225,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "cpu_count": os.cpu_count(),
             # Other work on the host slows every figure: the 1-minute load before and after.
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-            "openvino": first.get("openvino"),
+            "openvino": first.get("openvino") or python_packages().get("openvino"),
             "python_packages": python_packages(),
             "cpu_precision": first.get("cpu_precision"),
             "devices": [f"{d} ({names.get(d, '?')})" for d in devices],
