@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from .roofline import TARGET_BANDWIDTH, TARGET_HOST, ceiling
@@ -33,10 +34,9 @@ def result_entry(
         "error": run.get("error"),
     }
     if entry["error"] is None:
-        ttft = sorted(run["ttft_seconds"])
         entry.update(
             load_seconds=run["load_seconds"],
-            ttft_seconds=ttft[len(ttft) // 2],
+            ttft_seconds=statistics.median(run["ttft_seconds"]),
             ttft_seconds_runs=run["ttft_seconds"],
             decode_1_stream=_decode(run["decode_1_stream"], weights, 1),
             decode_1_stream_runs=run["decode_1_stream_runs"],
@@ -95,7 +95,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"- Workload: {work['prompts']} chat prompts, {work['max_tokens']} new tokens each "
         "(greedy, end of text ignored) through the server's own pipeline (`build_pipeline`: "
         f"{_engine(work['engine_config'])}), one at a time; then {STREAMS} at once. TTFT and "
-        "1-stream decode are medians over the prompts.",
+        "1-stream decode are medians over the prompts. Peak RSS: the high-water mark of the "
+        "process that ran the pipeline, interpreter and OpenVINO included (GPU buffers that "
+        "the driver maps may not count).",
         f"- Roofline: the target host's ({roof['host']}: "
         f"{roof['bandwidth_bytes_per_second'] / 1e9:.1f} GB/s): decode tok/s <= bandwidth / "
         f"bytes of weights read per token (the weight file's size); {STREAMS} streams share "
