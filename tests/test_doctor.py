@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
+from ov_llm_server.doctor.diagnose import diagnose
 from ov_llm_server.doctor.facts import (
     Paths,
     gather,
@@ -165,6 +167,53 @@ def test_pci_gpus_libraries_and_cmdline_of_a_made_up_host(tmp_path: Path) -> Non
     assert facts.kernel_cmdline == "BOOT_IMAGE=/vmlinuz ro quiet nomodeset"
     assert facts.i915_loaded is False
     assert [lib.soname for lib in facts.gpu_libraries] == [lib.soname for lib in libraries]
+
+
+def test_diagnose_a_made_up_mac_mini_with_every_fault(tmp_path: Path) -> None:
+    """Real gatherers over a made-up tree, OpenVINO's real listing, the real judgement: an
+    unbound UHD 630 under nomodeset, Intel's 24.52 runtime (Gen12+ only) from a tarball, its
+    compiler missing from the linker cache."""
+    gpu = tmp_path / "pci" / "0000:00:02.0"
+    gpu.mkdir(parents=True)
+    for name, value in (("vendor", "0x8086"), ("device", "0x3e9b"), ("class", "0x030000")):
+        (gpu / name).write_text(value + "\n")
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    (libs / "libze_intel_gpu.so.1.6.32224.5").write_bytes(b"")
+    (libs / "libigc.so.2.5.6").write_bytes(b"")
+    vendors = tmp_path / "vendors"
+    vendors.mkdir()
+    (vendors / "intel.icd").write_text("/usr/lib/x86_64-linux-gnu/intel-opencl/libigdrcl.so\n")
+    (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz ro quiet splash nomodeset\n")
+    paths = Paths(
+        dev_dri=tmp_path / "dri",
+        sys_drm=tmp_path / "drm",
+        icd_dirs=(vendors,),
+        proc_cmdline=tmp_path / "cmdline",
+        sys_pci=tmp_path / "pci",
+        sys_module=tmp_path / "module",
+        lib_dirs=(libs,),
+    )
+    settings = Settings.model_validate(
+        {"device": "GPU", "fallback_device": "CPU", "registry_path": tmp_path / "r.json"}
+    )
+    report = diagnose(settings, quick=True, timeout=120, paths=paths).to_dict()
+    findings = {f["id"]: f for f in report["findings"]}
+    assert {"i915-disabled", "no-render-node", "stale-linker-cache"} <= set(findings), findings
+    assert report["verdict"]["reason"].startswith(
+        "OV_DEVICE=GPU cannot serve: the kernel command line disables the GPU driver: nomodeset"
+    )
+    assert report["verdict"]["serves_on"] == "CPU"
+    assert findings["stale-linker-cache"]["remedy_command"] == ["ldconfig"]
+    assert findings["stale-linker-cache"]["evidence"]["not_in_ldconfig_cache"] == [
+        str(libs / "libigc.so.2.5.6"),
+        str(libs / "libze_intel_gpu.so.1.6.32224.5"),
+    ]
+    assert report["pci_gpus"][0]["generation"] == "Gen9.5"
+    if report["runtime"]["opencl_drivers"][0]["package"] != "libze_intel_gpu.so":
+        pytest.skip("this host has an Intel runtime package, which the doctor believes first")
+    assert findings["runtime-gen12-only"]["remedy_route"] == "legacy1"
+    assert findings["runtime-gen12-only"]["evidence"]["device_ids"] == ["0x3e9b"]
 
 
 def test_linker_cache_of_this_host() -> None:
