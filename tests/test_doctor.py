@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
-from ov_llm_server.doctor.facts import Paths, gather, icd_files, render_nodes
+from ov_llm_server.doctor.diagnose import diagnose
+from ov_llm_server.doctor.facts import (
+    Paths,
+    gather,
+    gpu_libraries,
+    icd_files,
+    linker_cache,
+    pci_gpus,
+    render_nodes,
+)
 from ov_llm_server.doctor.isolation import run_python
 from ov_llm_server.doctor.probe import choose_target, run_probe
 from ov_llm_server.doctor.startup import startup_verdict
@@ -98,6 +108,118 @@ def test_render_nodes_and_icds_of_a_made_up_host(tmp_path: Path) -> None:
         None,
         "libnvidia-opencl.so.1",
     )
+
+
+def test_pci_gpus_libraries_and_cmdline_of_a_made_up_host(tmp_path: Path) -> None:
+    pci = tmp_path / "sys" / "bus" / "pci" / "devices"
+    driver = tmp_path / "sys" / "bus" / "pci" / "drivers" / "i915"
+    driver.mkdir(parents=True)
+    for address, vendor, device, cls in (
+        ("0000:00:02.0", "0x8086", "0x3e9b", "0x030000"),  # the UHD 630
+        ("0000:00:1f.3", "0x8086", "0xa348", "0x040300"),  # audio: not a GPU
+        ("0000:01:00.0", "0x1002", "0x67df", "0x030000"),  # a GPU without a driver
+    ):
+        (pci / address).mkdir(parents=True)
+        for name, value in (("vendor", vendor), ("device", device), ("class", cls)):
+            (pci / address / name).write_text(value + "\n")
+    (pci / "0000:00:02.0" / "driver").symlink_to(driver)
+    local, multiarch = tmp_path / "usr-local-lib", tmp_path / "usr-lib"
+    local.mkdir()
+    multiarch.mkdir()
+    (local / "libigc.so.1.0.17537.24").write_bytes(b"")
+    (local / "libigc.so.1").symlink_to("libigc.so.1.0.17537.24")
+    (local / "libze_intel_gpu_legacy1.so.1.5.30872.36").write_bytes(b"")
+    (multiarch / "libigdgmm.so.12").write_bytes(b"")
+    (multiarch / "libunrelated.so.3").write_bytes(b"")
+    (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz ro quiet nomodeset\n")
+    modules = tmp_path / "sys" / "module"
+    modules.mkdir(parents=True)
+    paths = Paths(
+        sys_pci=pci,
+        lib_dirs=(multiarch, local),
+        proc_cmdline=tmp_path / "cmdline",
+        sys_module=modules,
+        dev_dri=tmp_path / "no-dri",
+        sys_drm=tmp_path / "no-drm",
+        icd_dirs=(),
+    )
+
+    uhd, other = pci_gpus(paths)
+    assert (uhd.address, uhd.vendor_id, uhd.device_id, uhd.driver) == (
+        "0000:00:02.0",
+        "0x8086",
+        "0x3e9b",
+        "i915",
+    )
+    assert (other.vendor_id, other.driver) == ("0x1002", None)
+
+    # The real linker cache of this host knows none of these files.
+    libraries = gpu_libraries(paths, linker_cache())
+    assert [(Path(lib.path).name, lib.soname, lib.cached) for lib in libraries] == [
+        ("libigc.so.1.0.17537.24", "libigc.so.1", False),
+        ("libigdgmm.so.12", "libigdgmm.so.12", False),
+        ("libze_intel_gpu_legacy1.so.1.5.30872.36", "libze_intel_gpu_legacy1.so.1", False),
+    ]
+    known = gpu_libraries(paths, {"libigc.so.1"})
+    assert [lib.cached for lib in known] == [True, False, False]
+
+    facts = gather(paths)
+    assert facts.kernel_cmdline == "BOOT_IMAGE=/vmlinuz ro quiet nomodeset"
+    assert facts.i915_loaded is False
+    assert [lib.soname for lib in facts.gpu_libraries] == [lib.soname for lib in libraries]
+
+
+def test_diagnose_a_made_up_mac_mini_with_every_fault(tmp_path: Path) -> None:
+    """Real gatherers over a made-up tree, OpenVINO's real listing, the real judgement: an
+    unbound UHD 630 under nomodeset, Intel's 24.52 runtime (Gen12+ only) from a tarball, its
+    compiler missing from the linker cache."""
+    gpu = tmp_path / "pci" / "0000:00:02.0"
+    gpu.mkdir(parents=True)
+    for name, value in (("vendor", "0x8086"), ("device", "0x3e9b"), ("class", "0x030000")):
+        (gpu / name).write_text(value + "\n")
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    (libs / "libze_intel_gpu.so.1.6.32224.5").write_bytes(b"")
+    (libs / "libigc.so.2.5.6").write_bytes(b"")
+    vendors = tmp_path / "vendors"
+    vendors.mkdir()
+    (vendors / "intel.icd").write_text("/usr/lib/x86_64-linux-gnu/intel-opencl/libigdrcl.so\n")
+    (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz ro quiet splash nomodeset\n")
+    paths = Paths(
+        dev_dri=tmp_path / "dri",
+        sys_drm=tmp_path / "drm",
+        icd_dirs=(vendors,),
+        proc_cmdline=tmp_path / "cmdline",
+        sys_pci=tmp_path / "pci",
+        sys_module=tmp_path / "module",
+        lib_dirs=(libs,),
+    )
+    settings = Settings.model_validate(
+        {"device": "GPU", "fallback_device": "CPU", "registry_path": tmp_path / "r.json"}
+    )
+    report = diagnose(settings, quick=True, timeout=120, paths=paths).to_dict()
+    findings = {f["id"]: f for f in report["findings"]}
+    assert {"i915-disabled", "no-render-node", "stale-linker-cache"} <= set(findings), findings
+    assert report["verdict"]["reason"].startswith(
+        "OV_DEVICE=GPU cannot serve: the kernel command line disables the GPU driver: nomodeset"
+    )
+    assert report["verdict"]["serves_on"] == "CPU"
+    assert findings["stale-linker-cache"]["remedy_command"] == ["ldconfig"]
+    assert findings["stale-linker-cache"]["evidence"]["not_in_ldconfig_cache"] == [
+        str(libs / "libigc.so.2.5.6"),
+        str(libs / "libze_intel_gpu.so.1.6.32224.5"),
+    ]
+    assert report["pci_gpus"][0]["generation"] == "Gen9.5"
+    if report["runtime"]["opencl_drivers"][0]["package"] != "libze_intel_gpu.so":
+        pytest.skip("this host has an Intel runtime package, which the doctor believes first")
+    assert findings["runtime-gen12-only"]["remedy_route"] == "legacy1"
+    assert findings["runtime-gen12-only"]["evidence"]["device_ids"] == ["0x3e9b"]
+
+
+def test_linker_cache_of_this_host() -> None:
+    cache = linker_cache()
+    if shutil.which("ldconfig") or Path("/sbin/ldconfig").exists():
+        assert cache is not None and "libc.so.6" in cache
 
 
 # ---------------------------------------------------------------- child processes
@@ -208,6 +330,40 @@ def test_doctor_json_on_cpu_with_the_probe(tiny_ir_int8: Path, tmp_path: Path) -
     assert report["probe"]["status"] == "identical"
     assert report["probe"]["device_text"] == ANSWER
     assert [f for f in report["findings"] if f["severity"] == "error"] == []
+    assert report["kernel_cmdline"] == Path("/proc/cmdline").read_text().strip()
+    assert isinstance(report["pci_gpus"], list)
+    assert isinstance(report["runtime"]["libraries"], list)
+
+
+def test_doctor_json_findings_carry_id_remedy_and_evidence(tmp_path: Path) -> None:
+    """The shape the playbook reads, with the NEO keys in the environment as the service's
+    unit would set them (on a host without a GPU they change nothing)."""
+    result = doctor(
+        "--json",
+        "--quick",
+        OV_DEVICE="GPU.7",
+        OV_REGISTRY_PATH=str(tmp_path / "registry.json"),
+        NEOReadDebugKeys="1",
+        OverrideGpuAddressSpace="48",
+    )
+    report = json.loads(result.stdout)
+    assert report["runtime"]["environment"] == {
+        "NEOReadDebugKeys": "1",
+        "OverrideGpuAddressSpace": "48",
+    }
+    assert report["findings"]
+    for finding in report["findings"]:
+        assert finding["id"] == finding["code"]
+        assert finding["severity"] in {"error", "warning", "info"}
+        assert isinstance(finding["message"], str)
+        assert finding["remedy"] is None or isinstance(finding["remedy"], str)
+        assert isinstance(finding["evidence"], dict)
+        assert finding["remedy_environment"] is None or isinstance(
+            finding["remedy_environment"], dict
+        )
+        assert finding["remedy_route"] in {None, "legacy1", "distribution"}
+        assert finding["remedy_command"] is None or isinstance(finding["remedy_command"], list)
+    assert "device-not-found" in [f["id"] for f in report["findings"]]
 
 
 def test_doctor_exits_1_with_the_remedy_when_the_device_cannot_serve(tmp_path: Path) -> None:

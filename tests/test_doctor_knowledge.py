@@ -11,9 +11,12 @@ from ov_llm_server.doctor.knowledge import (
     OpenClRuntime,
     classify_device_id,
     generation_of_architecture,
+    kernel_has_small_gtt,
     opencl_runtimes,
     parse_hex_id,
     parse_version,
+    runtimes_from_files,
+    soname,
 )
 
 
@@ -156,3 +159,75 @@ def test_runtimes_among_packages() -> None:
     assert (
         "before 24.35" in OpenClRuntime("intel-opencl-icd", "23.43.27642.40", "regular").describe()
     )
+
+
+@pytest.mark.parametrize(
+    ("runtime", "before_fix", "gen12_only"),
+    [
+        ("debian 12", True, False),
+        ("ubuntu 24.04", True, False),  # 23.43: no GPU on kernel 6.8 without the NEO keys
+        ("legacy1", False, False),
+        ("regular 24.35", False, True),
+        ("intel repo 24.52", False, True),
+        ("ppa 25.18", False, True),
+    ],
+)
+def test_runtime_against_the_kernel_68_fix_and_the_legacy_cut(
+    runtime: str, before_fix: bool, gen12_only: bool
+) -> None:
+    (found,) = opencl_runtimes(dict([RUNTIMES[runtime]]))
+    assert (found.before_gtt_fix, found.gen12_only) == (before_fix, gen12_only)
+
+
+def test_runtime_of_24_13_has_the_fix() -> None:
+    (found,) = opencl_runtimes({"intel-opencl-icd": "24.13.29138.7"})
+    assert found.before_gtt_fix is False
+    (older,) = opencl_runtimes({"intel-opencl-icd": "24.09.28717.12"})
+    assert older.before_gtt_fix is True
+
+
+def test_runtimes_from_library_file_names() -> None:
+    found = runtimes_from_files(
+        [
+            "libze_intel_gpu.so.1",  # the link: no build in it
+            "libze_intel_gpu.so.1.3.27642.40",  # Ubuntu 24.04's 23.43
+            "libze_intel_gpu_legacy1.so.1.5.30872.36",
+            "libigc.so.1.0.17537.24",
+        ]
+    )
+    assert [(r.package, r.version, r.kind, r.build) for r in found] == [
+        ("libze_intel_gpu.so", "1.3.27642.40", "regular", 27642),
+        ("libze_intel_gpu_legacy1.so", "1.5.30872.36", "legacy1", 30872),
+    ]
+    assert found[0].before_gtt_fix and found[0].supports("Gen9.5")
+    assert not found[1].before_gtt_fix
+
+
+@pytest.mark.parametrize(
+    ("release", "small_gtt"),
+    [
+        ("6.8.0-49-generic", True),  # Ubuntu 24.04 GA
+        ("6.11.0-29-generic", True),  # 24.04 HWE
+        ("6.9.3-060903-generic", True),
+        ("6.5.0-45-generic", False),
+        ("6.1.0-27-amd64", False),  # Debian 12
+        ("5.15.0-125-generic", False),
+        ("7.0.1", True),
+    ],
+)
+def test_kernels_with_the_smaller_gtt(release: str, small_gtt: bool) -> None:
+    assert kernel_has_small_gtt(release) is small_gtt
+
+
+@pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [
+        ("libigc.so.1.0.17537.24", "libigc.so.1"),
+        ("libigc.so.1", "libigc.so.1"),
+        ("libopencl-clang.so.14", "libopencl-clang.so.14"),
+        ("libigdgmm.so.12.5.0", "libigdgmm.so.12"),
+        ("libigc.so", None),
+    ],
+)
+def test_soname(file_name: str, expected: str | None) -> None:
+    assert soname(file_name) == expected

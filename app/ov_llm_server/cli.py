@@ -1,4 +1,5 @@
-"""``ov-llm-server``: run the service, print a LiteLLM config for it, or check the host."""
+"""``ov-llm-server``: run the service, print a LiteLLM config for it, check the host, or time
+the models on it."""
 
 from __future__ import annotations
 
@@ -62,12 +63,21 @@ def main(argv: list[str] | None = None) -> None:
     from .doctor.cli import add_arguments as add_doctor_arguments
 
     add_doctor_arguments(sub.add_parser("doctor", help="check that this host can serve"))
+    from .hostbench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(
+        sub.add_parser("bench", help="time the models on this host's devices, write a report")
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "doctor":
         from .doctor.cli import run as run_doctor
 
         raise SystemExit(run_doctor(args, settings))
+    if args.command == "bench":
+        from .hostbench.cli import run as run_bench
+
+        raise SystemExit(run_bench(args, settings))
     if args.command == "litellm-config":
         try:
             sys.stdout.write(litellm.run(args, settings))

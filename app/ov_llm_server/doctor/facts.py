@@ -1,4 +1,5 @@
-"""The host as this process sees it, without OpenVINO: OS, identity, packages, ICDs, DRM nodes.
+"""The host as this process sees it, without OpenVINO: OS, kernel, identity, packages, ICDs,
+the runtime's libraries and the linker cache, PCI GPUs and DRM nodes.
 
 Nothing here loads a GPU driver, so it cannot crash; the OpenVINO side runs in a child process
 (``ov_child``). Run inside the service's sandbox, these are the service's own facts: its user
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .knowledge import PACKAGE_PATTERNS
+from .knowledge import LINKED_LIBRARY_PATTERNS, NEO_DEBUG_KEYS, PACKAGE_PATTERNS, soname
 
 PYTHON_PACKAGES = ("openvino", "openvino-genai", "openvino-tokenizers", "ov-llm-server")
 
@@ -33,6 +34,14 @@ class Paths:
     icd_dirs: tuple[Path, ...] = (Path("/etc/OpenCL/vendors"),)
     os_release: Path = Path("/etc/os-release")
     proc_self: Path = Path("/proc/self")
+    proc_cmdline: Path = Path("/proc/cmdline")
+    sys_pci: Path = Path("/sys/bus/pci/devices")
+    sys_module: Path = Path("/sys/module")
+    # Where the runtime's shared libraries go: Ubuntu's packages, Intel's GitHub .debs.
+    lib_dirs: tuple[Path, ...] = (
+        Path(f"/usr/lib/{platform.machine()}-linux-gnu"),
+        Path("/usr/local/lib"),
+    )
 
 
 HOST = Paths()
@@ -65,6 +74,24 @@ class RenderNode:
 
 
 @dataclass
+class PciGpu:
+    """A display controller (PCI class 0x03xx): there even when no driver binds it."""
+
+    address: str  # 0000:00:02.0
+    vendor_id: str | None  # "0x8086"
+    device_id: str | None  # "0x3e9b"
+    class_id: str | None  # "0x030000"
+    driver: str | None  # "i915", or None when no driver is bound
+
+
+@dataclass
+class GpuLibrary:
+    path: str
+    soname: str  # libigc.so.1
+    cached: bool | None  # listed by `ldconfig -p`; None when there is no ldconfig
+
+
+@dataclass
 class IcdFile:
     path: str
     library: str
@@ -87,6 +114,12 @@ class SystemFacts:
     debian_leftovers: list[str] = field(default_factory=list)
     icd_files: list[IcdFile] = field(default_factory=list)
     render_nodes: list[RenderNode] = field(default_factory=list)
+    pci_gpus: list[PciGpu] = field(default_factory=list)
+    kernel_cmdline: str | None = None
+    i915_loaded: bool | None = None  # /sys/module/i915: loaded as a module or built in
+    gpu_libraries: list[GpuLibrary] = field(default_factory=list)
+    # The compute runtime's debug keys in this process's environment (the kernel 6.8 fix).
+    neo_environment: dict[str, str] = field(default_factory=dict)
 
 
 def _read(path: Path) -> str | None:
@@ -96,7 +129,7 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _os_name(paths: Paths) -> str:
+def os_name(paths: Paths = HOST) -> str:
     text = _read(paths.os_release) or ""
     for line in text.splitlines():
         key, _, value = line.partition("=")
@@ -105,7 +138,8 @@ def _os_name(paths: Paths) -> str:
     return platform.system()
 
 
-def _cpu_and_memory() -> tuple[str, float | None]:
+def cpu_and_memory() -> tuple[str, float | None]:
+    """(the CPU's model name, memory in GiB)."""
     cpu = platform.processor() or platform.machine()
     for line in (_read(Path("/proc/cpuinfo")) or "").splitlines():
         if line.startswith("model name"):
@@ -119,7 +153,7 @@ def _cpu_and_memory() -> tuple[str, float | None]:
     return cpu, memory
 
 
-def _python_packages() -> dict[str, str]:
+def python_packages() -> dict[str, str]:
     versions = {}
     for name in PYTHON_PACKAGES:
         try:
@@ -246,19 +280,74 @@ def render_nodes(paths: Paths = HOST) -> list[RenderNode]:
     return nodes
 
 
+def pci_gpus(paths: Paths = HOST) -> list[PciGpu]:
+    found = []
+    for device_dir in sorted(paths.sys_pci.glob("*")):
+        class_id = _sysfs_id(device_dir, "class")
+        if class_id is None or not class_id.startswith("0x03"):
+            continue
+        driver = device_dir / "driver"
+        found.append(
+            PciGpu(
+                address=device_dir.name,
+                vendor_id=_sysfs_id(device_dir, "vendor"),
+                device_id=_sysfs_id(device_dir, "device"),
+                class_id=class_id,
+                driver=os.readlink(driver).rsplit("/", 1)[-1] if driver.is_symlink() else None,
+            )
+        )
+    return found
+
+
+def linker_cache() -> set[str] | None:
+    """The library names `ldconfig -p` lists; None without ldconfig."""
+    ldconfig = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
+    if ldconfig is None:
+        return None
+    result = subprocess.run(
+        [ldconfig, "-p"], capture_output=True, text=True, check=False, timeout=30
+    )
+    if result.returncode != 0:
+        return None
+    # "\tlibigc.so.1 (libc6,x86-64) => /usr/local/lib/libigc.so.1"
+    return {line.split()[0] for line in result.stdout.splitlines()[1:] if line.strip()}
+
+
+def gpu_libraries(paths: Paths = HOST, cache: set[str] | None = None) -> list[GpuLibrary]:
+    """The runtime's shared libraries on disk, and whether the linker cache knows each."""
+    found: dict[str, GpuLibrary] = {}
+    for directory in paths.lib_dirs:
+        for pattern in LINKED_LIBRARY_PATTERNS:
+            for path in directory.glob(pattern):
+                name = soname(path.name)
+                known = found.get(name or "")
+                # The longest name is the file itself (libigc.so.1.0.17537.24), the others
+                # its links; its name carries the version.
+                if name is None or (known and len(Path(known.path).name) >= len(path.name)):
+                    continue
+                cached = None if cache is None else name in cache
+                found[name] = GpuLibrary(str(path), name, cached)
+    return sorted(found.values(), key=lambda library: library.soname)
+
+
 def gather(paths: Paths = HOST) -> SystemFacts:
-    cpu, memory = _cpu_and_memory()
+    cpu, memory = cpu_and_memory()
     packages, leftovers = debian_packages()
     return SystemFacts(
-        os=_os_name(paths),
+        os=os_name(paths),
         kernel=platform.release(),
         cpu=cpu,
         memory_gib=memory,
         python=platform.python_version(),
-        python_packages=_python_packages(),
+        python_packages=python_packages(),
         identity=identity(paths),
         debian_packages=packages,
         debian_leftovers=leftovers,
         icd_files=icd_files(paths),
         render_nodes=render_nodes(paths),
+        pci_gpus=pci_gpus(paths),
+        kernel_cmdline=_read(paths.proc_cmdline),
+        i915_loaded=(paths.sys_module / "i915").exists(),
+        gpu_libraries=gpu_libraries(paths, linker_cache()),
+        neo_environment={k: os.environ[k] for k in NEO_DEBUG_KEYS if k in os.environ},
     )

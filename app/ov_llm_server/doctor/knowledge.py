@@ -3,7 +3,9 @@
 Sources: the PCI ids of Linux's ``include/drm/intel/pciids.h``; compute-runtime's
 LEGACY_PLATFORMS.md (from 24.35.30872.22 on, Intel's regular packages serve Gen12 and later
 only; Gen8, Gen9 and Gen11 get the ``-legacy1`` packages of the 24.35 branch); the
-distributions' own builds (Debian 12: 22.43, Ubuntu 24.04: 23.43, both before that cut).
+distributions' own builds (Debian 12: 22.43, Ubuntu 24.04: 23.43, both before that cut);
+compute-runtime issues 702, 710 and 716 (releases before 24.13 enumerate no i915 GPU on
+kernel 6.8 and later, which reports a smaller GTT; a UHD 630 among them).
 """
 
 from __future__ import annotations
@@ -17,8 +19,16 @@ INTEL_VENDOR_ID = 0x8086
 # Generations in release order; the first four are the "legacy" ones of compute-runtime.
 GENERATIONS = ("Gen8", "Gen9", "Gen9.5", "Gen11", "Gen12", "Xe-HPG", "Xe-LPG", "Xe2", "Xe3")
 LEGACY_GENERATIONS = frozenset({"Gen8", "Gen9", "Gen9.5", "Gen11"})
-# The regular (non-legacy) compute-runtime release that dropped the legacy generations.
-LEGACY_CUT = (24, 35)
+# A compute-runtime version is year.week.build.hotfix; the build number grows with every
+# release, and library file names carry it too (libze_intel_gpu.so.1.3.27642.40), so it
+# orders versions from any source.
+# The regular (non-legacy) release that dropped the legacy generations: 24.35.30872.22.
+LEGACY_CUT_BUILD = 30872
+# The first release that enumerates i915 GPUs on kernel 6.8 and later: 24.13.29138.7.
+GTT_FIX_BUILD = 29138
+GTT_KERNEL = (6, 8)
+# The workaround for older releases on those kernels, read from the process environment.
+NEO_DEBUG_KEYS = {"NEOReadDebugKeys": "1", "OverrideGpuAddressSpace": "48"}
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,18 @@ LEVEL_ZERO_PACKAGES: dict[str, RuntimeKind] = {
 # The graphics compiler: one major version per runtime line (libigc.so.1 or .so.2).
 COMPILER_PACKAGES = ("libigc1", "libigc2", "intel-igc-core", "intel-igc-core-2")
 LOADER_PACKAGES = ("ocl-icd-libopencl1", "libze1", "level-zero")
+# The runtime's shared libraries that the dynamic linker must find through its cache (the ICD
+# itself is loaded by its full path). Intel's GitHub .debs, legacy1 among them, put IGC in
+# /usr/local/lib and do not run ldconfig.
+LINKED_LIBRARY_PATTERNS = (
+    "libigc.so.*",
+    "libigdfcl.so.*",
+    "libopencl-clang.so.*",
+    "libigdgmm.so.*",
+    "libze_intel_gpu*.so.*",
+)
+# The Level Zero driver's file name carries the runtime's build: libze_intel_gpu.so.1.3.27642.40.
+_LEVEL_ZERO_FILE = re.compile(r"^libze_intel_gpu(_legacy1)?\.so\.(\d+(?:\.\d+){2,})$")
 # dpkg-query patterns that find all of the above, and the helpers around them.
 PACKAGE_PATTERNS = (
     "intel-opencl*",
@@ -188,13 +210,28 @@ def parse_version(version: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class OpenClRuntime:
-    package: str
+    package: str  # the Debian package, or the library file the version was read from
     version: str
     kind: RuntimeKind
 
     @property
     def numbers(self) -> tuple[int, ...]:
         return parse_version(self.version)
+
+    @property
+    def build(self) -> int | None:
+        numbers = self.numbers
+        return numbers[2] if len(numbers) >= 3 else None
+
+    @property
+    def gen12_only(self) -> bool:
+        """A regular release from 24.35 on: it no longer drives Gen8-Gen11."""
+        return self.kind == "regular" and (self.build or 0) >= LEGACY_CUT_BUILD
+
+    @property
+    def before_gtt_fix(self) -> bool | None:
+        """Whether this release predates 24.13 (no i915 GPU on kernel 6.8 and later)."""
+        return None if self.build is None else self.build < GTT_FIX_BUILD
 
     def supports(self, generation: str | None) -> bool | None:
         """Whether this runtime drives a GPU of ``generation``; None when not known here."""
@@ -203,7 +240,7 @@ class OpenClRuntime:
         legacy = generation in LEGACY_GENERATIONS
         if self.kind == "legacy1":
             return legacy
-        if self.numbers[:2] >= LEGACY_CUT:
+        if self.gen12_only:
             return not legacy
         if legacy or generation == "Gen12":
             return True
@@ -212,7 +249,7 @@ class OpenClRuntime:
     def describe(self) -> str:
         if self.kind == "legacy1":
             line = "legacy1 (Gen8-Gen11 only)"
-        elif self.numbers[:2] >= LEGACY_CUT:
+        elif self.gen12_only:
             line = "regular, 24.35 or later (Gen12 and newer only)"
         else:
             line = "regular, before 24.35 (Gen8-Gen12)"
@@ -226,3 +263,31 @@ def opencl_runtimes(packages: dict[str, str]) -> list[OpenClRuntime]:
         for name, kind in OPENCL_ICD_PACKAGES.items()
         if name in packages
     ]
+
+
+def runtimes_from_files(names: list[str]) -> list[OpenClRuntime]:
+    """The runtimes that Level Zero driver file names reveal, where no package says (a
+    runtime installed from a tarball, or without dpkg)."""
+    found = []
+    for name in sorted(set(names)):
+        match = _LEVEL_ZERO_FILE.match(name)
+        if match is not None:
+            kind: RuntimeKind = "legacy1" if match.group(1) else "regular"
+            library = name[: name.index(".so.") + 3]  # libze_intel_gpu.so
+            found.append(OpenClRuntime(library, match.group(2), kind))
+    return found
+
+
+def kernel_version(release: str) -> tuple[int, ...]:
+    """``"6.8.0-49-generic"`` -> (6, 8, 0)."""
+    return parse_version(release)
+
+
+def kernel_has_small_gtt(release: str) -> bool:
+    return kernel_version(release)[:2] >= GTT_KERNEL
+
+
+def soname(file_name: str) -> str | None:
+    """``"libigc.so.1.0.17537.24"`` -> ``"libigc.so.1"``: the name the linker cache lists."""
+    match = re.match(r"^(.+?\.so\.\d+)", file_name)
+    return match.group(1) if match else None

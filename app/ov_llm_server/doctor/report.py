@@ -8,9 +8,9 @@ from typing import Any
 
 from ..settings import Settings
 from .facts import SystemFacts
-from .knowledge import classify_device_id, generation_of_architecture, opencl_runtimes
+from .knowledge import classify_device_id, generation_of_architecture
 from .probe import ProbeResult
-from .verdict import Finding, OpenVinoDevices, Verdict
+from .verdict import Finding, OpenVinoDevices, Verdict, installed_runtimes
 
 SCHEMA_VERSION = 1
 
@@ -36,7 +36,7 @@ class Report:
             "checked_at": self.checked_at,
             "seconds": round(self.seconds, 2),
             "verdict": dataclasses.asdict(self.verdict),
-            "findings": [dataclasses.asdict(f) for f in self.findings],
+            "findings": [finding_dict(f) for f in self.findings],
             "settings": {
                 "device": s.device,
                 "fallback_device": s.fallback_device,
@@ -55,6 +55,9 @@ class Report:
                 "identity": dataclasses.asdict(facts.identity),
             },
             "gpu_hardware": [_node_dict(n) for n in facts.render_nodes],
+            "pci_gpus": [_node_dict(g) for g in facts.pci_gpus],
+            "kernel_cmdline": facts.kernel_cmdline,
+            "i915_loaded": facts.i915_loaded,
             "runtime": {
                 "packages": facts.debian_packages,
                 "removed_with_config_left": facts.debian_leftovers,
@@ -65,9 +68,11 @@ class Report:
                         "kind": r.kind,
                         "description": r.describe(),
                     }
-                    for r in opencl_runtimes(facts.debian_packages or {})
+                    for r in installed_runtimes(facts)
                 ],
                 "icd_files": [dataclasses.asdict(icd) for icd in facts.icd_files],
+                "libraries": [dataclasses.asdict(lib) for lib in facts.gpu_libraries],
+                "environment": facts.neo_environment,
             },
             "openvino": {
                 "build": self.openvino.build,
@@ -82,6 +87,13 @@ class Report:
 
     def render(self) -> str:
         return "\n".join(_text(self)) + "\n"
+
+
+def finding_dict(finding: Finding) -> dict[str, Any]:
+    """``id`` (stable), ``severity``, ``message``, ``remedy`` (text), ``evidence``, and what to
+    do for a machine: ``remedy_environment``, ``remedy_route``, ``remedy_command`` (or null).
+    ``code`` is ``id`` under its first name."""
+    return {"id": finding.id, **dataclasses.asdict(finding)}
 
 
 def _node_dict(node: Any) -> dict[str, Any]:
@@ -167,6 +179,15 @@ def _text(report: Report) -> list[str]:
         )
     if not data["gpu_hardware"]:
         lines.append("  none: no /dev/dri/renderD* node")
+    for gpu in data["pci_gpus"]:
+        kind = f"{gpu['platform']}, {gpu['generation']}" if gpu["platform"] else "unknown"
+        lines.append(
+            _row(
+                f"PCI {gpu['address']}",
+                f"vendor {gpu['vendor_id']} device {gpu['device_id']} ({kind}), "
+                f"driver {gpu['driver'] or 'none'}",
+            )
+        )
 
     runtime = data["runtime"]
     lines += ["", "Compute runtime"]
@@ -184,6 +205,11 @@ def _text(report: Report) -> list[str]:
     for icd in runtime["icd_files"]:
         missing = " (missing)" if icd["library_exists"] is False else ""
         lines.append(_row("ICD file", f"{icd['path']} -> {icd['library']}{missing}"))
+    for library in runtime["libraries"]:
+        uncached = " (not in the linker cache)" if library["cached"] is False else ""
+        lines.append(_row(library["soname"], f"{library['path']}{uncached}"))
+    for key, value in runtime["environment"].items():
+        lines.append(_row("environment", f"{key}={value}"))
 
     openvino = data["openvino"]
     lines += ["", "OpenVINO devices"]
@@ -234,7 +260,7 @@ def _text(report: Report) -> list[str]:
     if report.findings:
         lines += ["", "Findings"]
         for finding in report.findings:
-            lines.append(f"  [{finding.severity}] {finding.message}")
+            lines.append(f"  [{finding.severity}] {finding.id}: {finding.message}")
             if finding.remedy:
                 lines.append(f"      fix: {finding.remedy}")
 

@@ -7,32 +7,38 @@ known-bad combination is a table-driven test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from ..placement import device_choices, is_low_bit, targets_gpu
 from ..settings import Settings
-from .facts import RenderNode, SystemFacts
+from .facts import Identity, RenderNode, SystemFacts
 from .knowledge import (
     INTEL_VENDOR_ID,
+    LEGACY_GENERATIONS,
+    NEO_DEBUG_KEYS,
     GpuFamily,
     OpenClRuntime,
     classify_device_id,
     generation_of_architecture,
+    kernel_has_small_gtt,
     opencl_runtimes,
     parse_hex_id,
+    runtimes_from_files,
 )
 from .probe import ProbeResult
 
 Severity = Literal["error", "warning", "info"]
 
-# Where Ubuntu 24.04 gets a runtime that still drives Gen8-Gen11 (the UHD 630 is Gen9.5).
+# Where Ubuntu 24.04 gets a runtime that still drives Gen8-Gen11 (the UHD 630 is Gen9.5):
+# the legacy1 packages, which also carry the kernel 6.8 fix that Ubuntu's own 23.43 lacks.
 LEGACY_GPU_REMEDY = (
-    "a Gen8-Gen11 GPU needs a runtime from before 24.35: Ubuntu 24.04's own intel-opencl-icd "
-    "23.43 (intel_gpu_runtime_source: distribution) or Intel's legacy1 packages "
-    "(intel_gpu_runtime_source: legacy1). Remove the newer one first: drop Intel's apt "
-    "repository or PPA, `sudo apt purge intel-opencl-icd libze-intel-gpu1`, then run the "
-    "playbook again"
+    "a Gen8-Gen11 GPU needs Intel's legacy1 packages (intel_gpu_runtime_source: legacy1; "
+    "24.35, which also enumerates the GPU on kernel 6.8 and later). Remove the newer runtime "
+    "first: drop Intel's apt repository or PPA, `sudo apt purge intel-opencl-icd "
+    "libze-intel-gpu1`, then run the playbook again"
 )
+NEO_KEYS_TEXT = " ".join(f"{key}={value}" for key, value in NEO_DEBUG_KEYS.items())
 RUNTIME_CRASH_REMEDY = (
     "the GPU driver stack crashed: usually a runtime that does not match this GPU or two Intel "
     "runtimes at once; see the runtime section, keep exactly one runtime that supports this "
@@ -43,13 +49,18 @@ RUNTIME_CRASH_REMEDY = (
 CAUSE_ORDER = (
     "openvino-crashed",
     "openvino-failed",
+    "i915-disabled",
     "no-render-node",
     "render-node-hidden",
+    "not-in-render-group",
     "render-node-denied",
     "no-intel-runtime",
     "no-opencl-loader",
+    "stale-linker-cache",
+    "runtime-gen12-only",
     "runtime-drops-gpu",
     "two-intel-runtimes",
+    "neo-kernel-gtt",
     "gpu-plugin-failed",
     "probe-failed",
     "probe-mismatch",
@@ -59,10 +70,24 @@ CAUSE_ORDER = (
 
 @dataclass
 class Finding:
-    code: str
+    """One problem (or notable fact), with the facts that show it and its remedy: ``remedy``
+    for a person; for a machine (the playbook) what to do, in the fields that apply."""
+
+    code: str  # stable: the report's "id"
     severity: Severity
     message: str
     remedy: str | None = None
+    evidence: dict[str, Any] = field(default_factory=dict)
+    # Variables the service's environment needs (systemd Environment=).
+    remedy_environment: dict[str, str] | None = None
+    # The runtime to install: the intel_gpu_runtime role's source, "legacy1" or "distribution".
+    remedy_route: str | None = None
+    # A command to run as root.
+    remedy_command: list[str] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.code
 
 
 @dataclass
@@ -116,13 +141,35 @@ def device_available(device: str, listed: list[str]) -> bool:
     return any(_one_available(name, listed) for name in included)
 
 
+def intel_device_ids(facts: SystemFacts) -> list[str]:
+    """The Intel GPUs' PCI device ids: from the PCI bus (there even without a driver), then
+    from the render nodes."""
+    ids = [
+        gpu.device_id
+        for gpu in facts.pci_gpus
+        if parse_hex_id(gpu.vendor_id) == INTEL_VENDOR_ID and gpu.device_id
+    ]
+    ids += [
+        node.device_id
+        for node in facts.render_nodes
+        if parse_hex_id(node.vendor_id) == INTEL_VENDOR_ID and node.device_id
+    ]
+    return list(dict.fromkeys(ids))
+
+
+def installed_runtimes(facts: SystemFacts) -> list[OpenClRuntime]:
+    """Intel's compute runtimes by their packages, else by their libraries' file names."""
+    return opencl_runtimes(facts.debian_packages or {}) or runtimes_from_files(
+        [Path(library.path).name for library in facts.gpu_libraries]
+    )
+
+
 def gpu_family(facts: SystemFacts, ov: OpenVinoDevices) -> tuple[GpuFamily | None, str | None]:
     """(the Intel GPU's family if its id is known, its generation from any source)."""
-    for node in facts.render_nodes:
-        if parse_hex_id(node.vendor_id) == INTEL_VENDOR_ID:
-            family = classify_device_id(node.device_id)
-            if family is not None:
-                return family, family.generation
+    for device_id in intel_device_ids(facts):
+        family = classify_device_id(device_id)
+        if family is not None:
+            return family, family.generation
     for device in ov.gpu_devices():
         properties = device.get("properties", {})
         family = classify_device_id(properties.get("GPU_DEVICE_ID"))
@@ -151,14 +198,14 @@ def _render_findings(facts: SystemFacts, severity: Severity, runtime_note: str) 
             )
         ]
     found: list[Finding] = []
-    user = facts.identity.user
     for node in nodes:
-        found.extend(_node_findings(node, user, severity))
+        found.extend(_node_findings(node, facts.identity, severity))
     return found
 
 
-def _node_findings(node: RenderNode, user: str, severity: Severity) -> list[Finding]:
+def _node_findings(node: RenderNode, identity: Identity, severity: Severity) -> list[Finding]:
     found: list[Finding] = []
+    user = identity.user
     vendor = parse_hex_id(node.vendor_id)
     if vendor is not None and vendor != INTEL_VENDOR_ID:
         message = f"{node.name} is not an Intel GPU (vendor {vendor:#06x})"
@@ -183,12 +230,37 @@ def _node_findings(node: RenderNode, user: str, severity: Severity) -> list[Find
                 "ov_server role sets both); a container needs --device /dev/dri",
             )
         )
+    elif (
+        node.access.startswith("EACCES")
+        and node.group is not None
+        and node.group not in identity.groups
+        and identity.uid != 0
+    ):
+        found.append(
+            Finding(
+                "not-in-render-group",
+                severity,
+                f"{user} is not in the group {node.group}, which owns {node.path} "
+                f"({node.access}; mode {node.mode})",
+                f"add {user} to it: `sudo usermod -aG {node.group} {user}`, then restart the "
+                f"service (the unit's SupplementaryGroups={node.group}; the ov_server role adds "
+                "render and video)",
+                evidence={
+                    "user": user,
+                    "groups": identity.groups,
+                    "node": node.path,
+                    "node_group": node.group,
+                    "access": node.access,
+                },
+                remedy_command=["usermod", "-aG", node.group, user],
+            )
+        )
     elif node.access != "ok":
         if node.access.startswith("EACCES"):
             remedy = (
-                f"let {user} into the node's group: `sudo usermod -aG {node.group} {user}` "
-                f"(the unit's SupplementaryGroups={node.group}; the ov_server role adds render "
-                "and video)"
+                f"{user} is in {node.group}, yet may not open it: restart the service (a process "
+                f"keeps the groups it started with), and check the node's mode {node.mode} "
+                "(udev sets 0660 for render)"
             )
         elif node.access.startswith("EPERM"):
             remedy = "a device cgroup refuses it: the unit needs DeviceAllow=char-drm rw"
@@ -231,18 +303,34 @@ def _runtime_findings(
     unsupported = [r for r in runtimes if r.supports(generation) is False]
     supported = [r for r in runtimes if r.supports(generation)]
     if generation is not None and unsupported and not supported:
-        legacy_gpu = generation in {"Gen8", "Gen9", "Gen9.5", "Gen11"}
-        found.append(
-            Finding(
-                "runtime-drops-gpu",
-                severity,
-                f"{'; '.join(r.describe() for r in unsupported)}: cannot drive this {what} GPU",
-                LEGACY_GPU_REMEDY
-                if legacy_gpu
-                else "legacy1 serves Gen8-Gen11 only: install the regular runtime "
-                "(intel_gpu_runtime_source: distribution) and purge the legacy1 packages",
+        evidence = {
+            "gpu": what,
+            "device_ids": intel_device_ids(facts),
+            "runtimes": [f"{r.package} {r.version}" for r in unsupported],
+        }
+        if generation in LEGACY_GENERATIONS:
+            found.append(
+                Finding(
+                    "runtime-gen12-only",
+                    severity,
+                    f"{'; '.join(r.describe() for r in unsupported)}: cannot drive this {what} GPU",
+                    LEGACY_GPU_REMEDY,
+                    evidence=evidence,
+                    remedy_route="legacy1",
+                )
             )
-        )
+        else:
+            found.append(
+                Finding(
+                    "runtime-drops-gpu",
+                    severity,
+                    f"{'; '.join(r.describe() for r in unsupported)}: cannot drive this {what} GPU",
+                    "legacy1 serves Gen8-Gen11 only: install the regular runtime "
+                    "(intel_gpu_runtime_source: distribution) and purge the legacy1 packages",
+                    evidence=evidence,
+                    remedy_route="distribution",
+                )
+            )
     if len(runtimes) > 1 or len(intel_icds) > 1:
         names = [r.describe() for r in runtimes] or [icd.path for icd in intel_icds]
         keep = ", ".join(r.package for r in supported) or "the one that supports this GPU"
@@ -268,6 +356,141 @@ def _runtime_findings(
                 )
             )
     return found
+
+
+def _linker_findings(facts: SystemFacts, severity: Severity) -> list[Finding]:
+    uncached = [library for library in facts.gpu_libraries if library.cached is False]
+    if not uncached:
+        return []
+    legacy1 = [r.package for r in installed_runtimes(facts) if r.kind == "legacy1"]
+    return [
+        Finding(
+            "stale-linker-cache",
+            severity,
+            "the dynamic linker's cache does not list "
+            + ", ".join(f"{library.soname} ({library.path})" for library in uncached)
+            + (f", installed with {', '.join(legacy1)}" if legacy1 else "")
+            + ": the runtime cannot load them",
+            "run `sudo ldconfig` (Intel's GitHub .debs, legacy1 among them, do not)",
+            evidence={"not_in_ldconfig_cache": [library.path for library in uncached]},
+            remedy_command=["ldconfig"],
+        )
+    ]
+
+
+def _cmdline_blocks_i915(cmdline: str | None) -> list[str]:
+    """The kernel parameters that keep i915 from driving the GPU."""
+    blocking = []
+    for parameter in (cmdline or "").split():
+        key, _, value = parameter.partition("=")
+        if parameter == "nomodeset" or parameter == "i915.modeset=0":
+            blocking.append(parameter)
+        elif key in {"module_blacklist", "modprobe.blacklist"} and "i915" in value.split(","):
+            blocking.append(parameter)
+    return blocking
+
+
+def _i915_findings(facts: SystemFacts, severity: Severity) -> list[Finding]:
+    intel = [g for g in facts.pci_gpus if parse_hex_id(g.vendor_id) == INTEL_VENDOR_ID]
+    if not intel:
+        return []
+    blocking = _cmdline_blocks_i915(facts.kernel_cmdline)
+    unbound = [g for g in intel if g.driver is None]
+    if not blocking and (facts.i915_loaded is not False or not unbound):
+        return []
+    evidence: dict[str, Any] = {
+        "kernel_cmdline": facts.kernel_cmdline,
+        "i915_loaded": facts.i915_loaded,
+        "gpus": [f"{g.address} {g.vendor_id}:{g.device_id} driver {g.driver}" for g in intel],
+    }
+    if blocking:
+        return [
+            Finding(
+                "i915-disabled",
+                severity,
+                f"the kernel command line disables the GPU driver: {' '.join(blocking)}",
+                f"remove {' '.join(blocking)} from GRUB_CMDLINE_LINUX_DEFAULT in "
+                "/etc/default/grub, `sudo update-grub`, and reboot",
+                evidence=evidence,
+            )
+        ]
+    return [
+        Finding(
+            "i915-disabled",
+            severity,
+            f"no driver drives the Intel GPU {unbound[0].address} ({unbound[0].device_id}): "
+            "the i915 module is not loaded",
+            "`sudo modprobe i915` and read `sudo dmesg | grep -i i915`; look for a blacklist in "
+            "/etc/modprobe.d; an Ubuntu kernel without extra modules needs "
+            "linux-modules-extra-$(uname -r)",
+            evidence=evidence,
+        )
+    ]
+
+
+def _gtt_findings(
+    facts: SystemFacts,
+    runtimes: list[OpenClRuntime],
+    ov: OpenVinoDevices,
+    severity: Severity,
+    gpu_listed: bool,
+) -> list[Finding]:
+    """Compute-runtime releases before 24.13 list no i915 GPU on kernel 6.8 and later."""
+    old = [r for r in runtimes if r.before_gtt_fix]
+    needed = kernel_has_small_gtt(facts.kernel) and (bool(old) or not runtimes)
+    keys_set = all(facts.neo_environment.get(k) == v for k, v in NEO_DEBUG_KEYS.items())
+    evidence: dict[str, Any] = {
+        "kernel": facts.kernel,
+        "runtimes": [f"{r.package} {r.version}" for r in old or runtimes],
+        "environment": facts.neo_environment,
+    }
+    if gpu_listed and keys_set:
+        message = f"{NEO_KEYS_TEXT} are set and OpenVINO lists the GPU: " + (
+            f"the kernel 6.8 workaround is in effect (kernel {facts.kernel}, runtime "
+            f"{', '.join(evidence['runtimes']) or 'of unknown version'})"
+            if needed
+            else "the kernel 6.8 workaround is in effect, though this kernel and runtime do "
+            "not need it"
+        )
+        return [
+            Finding(
+                "neo-kernel-gtt-workaround",
+                "info",
+                message,
+                "keep them in the service's environment while the runtime predates 24.13; the "
+                "legacy1 packages (intel_gpu_runtime_source: legacy1) need no workaround",
+                evidence=evidence,
+                remedy_environment=dict(NEO_DEBUG_KEYS),
+            )
+        ]
+    if gpu_listed or not kernel_has_small_gtt(facts.kernel) or not old:
+        return []
+    readable = [n.path for n in facts.render_nodes if n.access == "ok"]
+    intel_icds = [icd.path for icd in facts.icd_files if icd.intel]
+    plugin_error = ov.plugins.get("GPU", {}).get("error")
+    if not readable or not intel_icds or ov.error is not None or plugin_error:
+        return []
+    evidence.update(render_nodes=readable, icd_files=intel_icds, opencl_gpus=0)
+    message = (
+        f"kernel {facts.kernel} with compute runtime {', '.join(evidence['runtimes'])} (before "
+        "24.13): the runtime enumerates no i915 GPU on kernel 6.8 and later, although "
+        f"{readable[0]} opens and {intel_icds[0]} is installed (compute-runtime issues 702, "
+        "710, 716)"
+    )
+    if keys_set:
+        message += f"; {NEO_KEYS_TEXT} are set here and did not help"
+    return [
+        Finding(
+            "neo-kernel-gtt",
+            severity,
+            message,
+            f"set {NEO_KEYS_TEXT} in the service's environment (systemd: Environment=); check "
+            f"with `{NEO_KEYS_TEXT} ov-llm-server doctor`. The lasting fix is a runtime from "
+            "24.13 on: the legacy1 packages (intel_gpu_runtime_source: legacy1)",
+            evidence=evidence,
+            remedy_environment=dict(NEO_DEBUG_KEYS),
+        )
+    ]
 
 
 def _openvino_findings(ov: OpenVinoDevices, severity: Severity) -> list[Finding]:
@@ -371,7 +594,7 @@ def judge(
         without_gpu = [name for name in listed if name.split(".")[0].upper() != "GPU"]
         severity = "warning" if device_available(settings.device, without_gpu) else "error"
     family, generation = gpu_family(facts, ov)
-    runtimes = opencl_runtimes(facts.debian_packages or {})
+    runtimes = installed_runtimes(facts)
     gpu_listed = bool(ov.gpu_devices())
     if runtimes:
         runtime_note = "the compute runtime is installed: " + ", ".join(
@@ -383,9 +606,12 @@ def judge(
         runtime_note = "no Intel compute runtime is installed either"
 
     findings = _openvino_findings(ov, severity)
+    findings += _i915_findings(facts, severity)
     if not gpu_listed:
         findings += _render_findings(facts, severity, runtime_note)
+    findings += _linker_findings(facts, "warning" if gpu_listed else severity)
     findings += _runtime_findings(facts, runtimes, family, generation, severity, gpu_listed)
+    findings += _gtt_findings(facts, runtimes, ov, severity, gpu_listed)
     findings += _probe_findings(probe)
 
     usable = ov.error is None and device_available(settings.device, listed)
@@ -418,6 +644,8 @@ def judge(
             if device_available(settings.device, [str(d["name"])])
         ]
         reason = f"OV_DEVICE={settings.device} is available: {', '.join(names)}"
+        if any(f.code == "neo-kernel-gtt-workaround" for f in findings):
+            reason += f" (with the kernel 6.8 workaround {NEO_KEYS_TEXT})"
         if probe is not None and probe.status in {"identical", "agrees"}:
             reason += f"; the probe of {probe.model} on {probe.device} matches the CPU"
         return findings, Verdict(settings.device, True, gpu_usable, serves_on, reason, None)
