@@ -33,7 +33,7 @@ from .engine.client import EngineProcess, LoadError
 from .engine.messages import EngineConfig, EngineKind, Speculation
 from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
 from .metrics import Metrics
-from .placement import choose_device, choose_precision
+from .placement import choose_device, choose_precision, engine_config
 from .registry import ModelEntry, RegistryWatcher, resolve_model_path
 from .settings import Settings
 from .speculative import resolve_speculation
@@ -304,19 +304,7 @@ class ModelManager:
         devices = [choose_device(entry, s).device]
         if s.fallback_device and s.fallback_device not in devices:
             devices.append(s.fallback_device)
-        return [
-            EngineConfig(
-                device=device,
-                max_batch=s.max_batch,
-                kv_cache_gb=s.kv_cache_gb,
-                kv_cache_precision=s.kv_cache_precision,
-                inference_precision=choose_precision(resolved.kind, device, entry, s),
-                cache_dir=str(s.cache_dir) if s.cache_dir else None,
-                encoder_batch=s.encoder_max_batch,
-                speculative=speculative,
-            )
-            for device in devices
-        ]
+        return [engine_config(s, device, resolved.kind, entry, speculative) for device in devices]
 
     async def _make_room(self, wanted: ModelSlot) -> None:
         """Unloads models until ``wanted`` fits under the limit (called under the load lock)."""

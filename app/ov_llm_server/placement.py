@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine.messages import EngineKind
+from .engine.messages import EngineConfig, EngineKind, Speculation
 from .registry import ModelEntry
 from .settings import Settings
 
@@ -126,6 +126,26 @@ def choose_precision(
     included, _ = device_choices(device)
     on_cpu_only = bool(included) and all(_is_cpu(name) for name in included)
     return "f32" if kind != "llm" and on_cpu_only else None
+
+
+def engine_config(
+    settings: Settings,
+    device: str,
+    kind: EngineKind,
+    entry: ModelEntry | None,
+    speculative: Speculation | None = None,
+) -> EngineConfig:
+    """How a model's engine is built on ``device``: for the server and ``ov-llm-server bench``."""
+    return EngineConfig(
+        device=device,
+        max_batch=settings.max_batch,
+        kv_cache_gb=settings.kv_cache_gb,
+        kv_cache_precision=settings.kv_cache_precision,
+        inference_precision=choose_precision(kind, device, entry, settings),
+        cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
+        encoder_batch=settings.encoder_max_batch,
+        speculative=speculative,
+    )
 
 
 def _is_cpu(name: str) -> bool:

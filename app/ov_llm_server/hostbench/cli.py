@@ -22,7 +22,8 @@ from ..doctor.diagnose import list_devices
 from ..doctor.facts import cpu_and_memory, os_name, python_packages
 from ..doctor.verdict import device_available
 from ..engine.messages import EngineConfig
-from ..registry import RegistryError, read_registry, resolve_model_path
+from ..placement import engine_config
+from ..registry import ModelEntry, RegistryError, read_registry, resolve_model_path
 from ..settings import Settings
 from . import report
 from .roofline import weight_bytes
@@ -47,6 +48,7 @@ report in --output (ov-llm-server-bench.md, .json) to paste into an issue.
 class Model:
     name: str
     path: Path
+    entry: ModelEntry | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,18 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def engine_config(settings: Settings, device: str) -> EngineConfig:
-    """The server's EngineConfig for a model on ``device``, without speculative decoding."""
-    return EngineConfig(
-        device=device,
-        max_batch=settings.max_batch,
-        kv_cache_gb=settings.kv_cache_gb,
-        kv_cache_precision=settings.kv_cache_precision,
-        cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
-        encoder_batch=settings.encoder_max_batch,
-    )
-
-
 def choose_models(settings: Settings, wanted: str | None) -> list[Model]:
     """The generative models to time: ``wanted`` (a registry name or a path), else every
     registry model that the server runs as a generative one, else OV_MODEL_PATH."""
@@ -101,11 +91,11 @@ def choose_models(settings: Settings, wanted: str | None) -> list[Model]:
     if wanted is not None:
         entry = entries.get(wanted)
         if entry is not None:
-            return [Model(wanted, resolve_model_path(settings.registry_path, entry))]
+            return [Model(wanted, resolve_model_path(settings.registry_path, entry), entry)]
         path = Path(wanted).expanduser()
         return [Model(path.stem if path.suffix == ".gguf" else path.name, path)]
     models = [
-        Model(name, resolve_model_path(settings.registry_path, entry))
+        Model(name, resolve_model_path(settings.registry_path, entry), entry)
         for name, entry in sorted(entries.items())
         if engine_kind(entry.task) == "llm"
     ]
@@ -204,7 +194,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     first: dict[str, Any] = {}
     for index, (model, device) in enumerate(runs, 1):
         progress(f"[{index}/{len(runs)}] {model.name} on {device}")
-        answer = run_worker(model, engine_config(settings, device), args)
+        answer = run_worker(model, engine_config(settings, device, "llm", model.entry), args)
         if "error" in answer:
             progress(f"    failed: {answer['error']}")
         else:
@@ -234,7 +224,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "prompts": args.prompts,
             "max_tokens": args.max_tokens,
             "streams": [1, STREAMS],
-            "engine_config": msgspec.to_builtins(engine_config(settings, "")),
+            "engine_config": msgspec.to_builtins(engine_config(settings, "", "llm", None)),
         },
         "roofline": report.roofline_dict(),
         "results": results,
