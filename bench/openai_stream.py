@@ -1,8 +1,9 @@
 """One streamed chat completion against any OpenAI-compatible server, timed per chunk.
 
 Used for servers the benchmark does not own (llama.cpp's ``llama-server``) and usable for this
-one: it counts text deltas *and* tool-call deltas as output, so a forced tool call (whose answer
-has no ``content``) still has a time to first token.
+one: it counts text deltas *and* tool-call deltas (a call's opening delta, with its id and
+name, included) as output, so a forced tool call (whose answer has no ``content``) still has a
+time to first token: its first byte.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def _take(result: StreamResult, event: bytes, now: float) -> None:
             arguments = (call.get("function") or {}).get("arguments")
             if arguments:
                 result.tool_arguments += arguments
+            # A call's first delta (its id and name) is its first byte, arguments or not.
+            if arguments or call.get("id"):
                 output = True
         if output:
             result.stamps.append(now)

@@ -166,7 +166,8 @@ def _forced_call(
         inner = fmt.parser(catalog.fresh(), None if several else 1)
         if not stream:
             return ClosingParser(grammar, inner)
-        reader = ArgumentReader(fmt.call_head(), fmt.call_name)
+        only = next(iter(catalog.models)) if len(catalog.models) == 1 else None
+        reader = ArgumentReader(fmt.call_head(), fmt.call_name, only)
         return StreamedCallParser(grammar, inner, reader, fmt.new_id)
 
     return OutputPlan(grammar.ebnf(), template_tools, parser, _shortest(grammar))

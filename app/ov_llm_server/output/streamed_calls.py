@@ -32,11 +32,20 @@ class ArgumentReader:
     """Finds the calls in forced output as it grows: each call's name when its head is
     complete, then its arguments object, up to the brace that closes it."""
 
-    def __init__(self, head: re.Pattern[str], name_of: Callable[[re.Match[str]], str]) -> None:
+    def __init__(
+        self,
+        head: re.Pattern[str],
+        name_of: Callable[[re.Match[str]], str],
+        only: str | None = None,
+    ) -> None:
         self._head = head
         self._name_of = name_of
+        # With one tool to call, the first call's name is known before the model writes it:
+        # the call starts with the model's first token, not once its head is written.
+        self._only = only
         self._text = ""
         self._pos = 0  # where reading goes on
+        self._heads = 0  # call heads read so far
         self._open = False  # inside a call's arguments
         self._depth = 0
         self._in_string = False
@@ -47,13 +56,16 @@ class ArgumentReader:
         """(name, "") when a call starts, (None, piece) for more of its arguments."""
         self._text += text
         events: list[tuple[str | None, str]] = []
+        if self._only is not None and self._text and not self.arguments:
+            self._start(self._only, events)
         while True:
             if not self._open:
                 match = self._head.search(self._text, self._pos)
                 if match is None:
                     return events
-                events.append((self._name_of(match), ""))
-                self.arguments.append("")
+                self._heads += 1
+                if self._heads > len(self.arguments):  # not started before its head
+                    self._start(self._name_of(match), events)
                 self._pos = match.end()
                 self._open = True
                 self._depth = 0
@@ -66,6 +78,10 @@ class ArgumentReader:
                 events.append((None, piece))
             if self._open:  # the arguments go on past what has arrived
                 return events
+
+    def _start(self, name: str, events: list[tuple[str | None, str]]) -> None:
+        events.append((name, ""))
+        self.arguments.append("")
 
     def _scan(self) -> int:
         """Reads JSON from ``_pos``; the position after the object's closing brace when it
