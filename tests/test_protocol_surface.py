@@ -4,21 +4,16 @@ openai SDK parses strictly."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
 import pytest
-from openai.types import Completion as SdkCompletion
 from openai.types import CreateEmbeddingResponse
 from pydantic import ValidationError
 
-from ov_llm_server.protocol import Usage
 from ov_llm_server.protocol_surface import (
     MAX_EMBEDDING_INPUTS,
-    Completion,
-    CompletionChoice,
-    CompletionChunk,
-    CompletionLogprobs,
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
@@ -62,7 +57,7 @@ def test_embedding_inputs_in_all_four_forms(
         ([1, "a"], "'input' must be a string"),
         ([-1], "'input' must be a string"),
         ([1.5], "'input' must be a string"),
-        ([[1], []], "'input[1]' must be a non-empty list of non-negative token ids"),
+        ([[1], []], "'input[1]' must be a non-empty list of token ids (0 to 2147483647)"),
         (["x"] * (MAX_EMBEDDING_INPUTS + 1), "at most 2048 are allowed"),
     ],
 )
@@ -183,46 +178,6 @@ def test_prompt_scoring_is_allowed() -> None:
     assert request.max_tokens == 0
 
 
-def test_completion_and_chunks_parse_in_the_sdk() -> None:
-    logprobs = CompletionLogprobs(
-        tokens=["Hello", "!"],
-        token_logprobs=[-1.5, -0.25],
-        top_logprobs=[{"Hello": -1.5}, {"!": -0.25}],
-        text_offset=[0, 5],
-    )
-    completion = Completion(
-        id="cmpl-1",
-        created=1,
-        model="m",
-        choices=[CompletionChoice(text="Hello!", logprobs=logprobs, finish_reason="stop")],
-        usage=Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5),
-    )
-    parsed = SdkCompletion.model_validate(completion.model_dump(mode="json"))
-    assert parsed.choices[0].logprobs is not None
-    assert parsed.choices[0].logprobs.token_logprobs == [-1.5, -0.25]
-    assert parsed.object == "text_completion"
-    delta = CompletionChunk(
-        id="cmpl-1",
-        created=1,
-        model="m",
-        choices=[CompletionChoice(text="Hel", finish_reason=None)],
-    )
-    # Mid-stream finish_reason is null; the SDK's type (shared with the final response) does
-    # not allow that, so its stream parser builds chunks without validating them.
-    assert delta.model_dump(mode="json")["choices"] == [
-        {"index": 0, "text": "Hel", "logprobs": None, "finish_reason": None}
-    ]
-    # With echo the first prompt token has no log probability: null, as OpenAI and vLLM send
-    # (the SDK's type says float, but it builds responses without validating them).
-    echoed = CompletionLogprobs(tokens=["A"], token_logprobs=[None], top_logprobs=[None])
-    assert echoed.model_dump()["token_logprobs"] == [None]
-    usage_only = CompletionChunk(
-        id="cmpl-1", created=1, model="m", choices=[], usage=completion.usage
-    )
-    parsed_usage = SdkCompletion.model_validate(usage_only.model_dump(mode="json"))
-    assert parsed_usage.usage is not None and parsed_usage.usage.total_tokens == 5
-
-
 # ---------------------------------------------------------------- tokenize
 
 
@@ -247,3 +202,53 @@ def test_detokenize_takes_non_negative_ids() -> None:
     for bad in ([-1], [1.5], ["1"], [True]):
         with pytest.raises(ValidationError):
             DetokenizeRequest.model_validate({"tokens": bad})
+
+
+# ---------------------------------------------------------------- what no engine message carries
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "loc"),
+    [
+        (EmbeddingRequest, '{"model": "m", "input": ["a", "b\\udc00"]}', ("input", 1)),
+        (
+            RerankRequest,
+            '{"model": "m", "query": "q", "documents": [{"text": "\\ud800"}]}',
+            ("documents", 0, "text"),
+        ),
+        (
+            TokenizeRequest,
+            '{"prompt": "x", "extra": {"deep": [1, 18446744073709551616]}}',
+            ("extra", "deep", 1),
+        ),
+        (DetokenizeRequest, '{"tokens": [-9223372036854775809]}', ("tokens", 0)),
+        (CompletionRequest, '{"model": "m", "prompt": "x", "k\\ud800": 1}', ("k\\ud800",)),
+    ],
+)
+def test_unencodable_values_are_refused_where_they_are(model: Any, body: str, loc: tuple) -> None:
+    # Parsed as FastAPI parses a body: json.loads keeps a lone surrogate as it is.
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate(json.loads(body))
+    assert exc.value.errors()[0]["loc"] == loc
+
+
+def test_the_walk_takes_any_depth_and_real_text() -> None:
+    deep: Any = "ok"
+    for _ in range(5000):
+        deep = [deep]
+    request = TokenizeRequest.model_validate({"prompt": "héllo 😀", "x": deep})
+    assert request.prompt == "héllo 😀"
+
+
+def test_token_ids_have_one_range() -> None:
+    for ids in ([2**31 - 1], [[0, 2**31 - 1]]):
+        assert CompletionRequest.model_validate({"model": "m", "prompt": ids}).prompt == ids
+        assert EmbeddingRequest.model_validate({"model": "m", "input": ids}).input == ids
+    for ids in ([2**31], [[1, 2**31]], [-1]):
+        with pytest.raises(ValidationError):
+            CompletionRequest.model_validate({"model": "m", "prompt": ids})
+        with pytest.raises(ValidationError):
+            EmbeddingRequest.model_validate({"model": "m", "input": ids})
+    DetokenizeRequest(tokens=[2**31 - 1])
+    with pytest.raises(ValidationError):
+        DetokenizeRequest(tokens=[2**31])

@@ -84,6 +84,15 @@ def unavailable(
     )
 
 
+def shutting_down(model: str) -> APIError:
+    """A request whose model was stopped under it (not at its own asking): the server stops."""
+    return unavailable(
+        f"Model '{model}' stopped while answering (the server is shutting down)",
+        code="shutting_down",
+        retry_after=5,
+    )
+
+
 def timed_out(seconds: float) -> APIError:
     return APIError(
         504,

@@ -65,6 +65,13 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.engine_requests = Gauge(
+            "ov_engine_requests",
+            "Requests the HTTP process waits on an engine for, per loaded model (none may stay "
+            "behind a request that ended).",
+            ["model"],
+            registry=self.registry,
+        )
         self.load_seconds = Histogram(
             "ov_model_load_seconds",
             "Time to load (compile) a model.",
@@ -110,7 +117,8 @@ class Metrics:
 
     def forget_model(self, model: str) -> None:
         """Drops the series that describe a loaded model (gauges), once it unloads."""
-        try:
-            self.queue_depth.remove(model)
-        except KeyError:
-            pass
+        for gauge in (self.queue_depth, self.engine_requests):
+            try:
+                gauge.remove(model)
+            except KeyError:
+                pass

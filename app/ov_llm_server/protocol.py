@@ -6,7 +6,8 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 
 def new_id(prefix: str) -> str:
@@ -23,9 +24,100 @@ def now() -> int:
 ModelName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
+# Token ids: no vocabulary reaches 2^31 (GenAI and the tokenizers hold ids as int32); within
+# that range each model's engine checks its own vocabulary.
+MAX_TOKEN_ID = 2**31 - 1
+TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_TOKEN_ID)]
+# What GenAI's rng_seed (a size_t) takes.
+MAX_SEED = 2**64 - 1
+MAX_STOPS = 4
+# What an engine message (msgpack) can carry at all: a larger integer anywhere in the body
+# (a tool schema's bound, an unknown field) could not be sent to the engine.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
 class Lenient(BaseModel):
     # LiteLLM and SDKs send fields we do not use; they must not fail the request.
     model_config = ConfigDict(extra="allow")
+
+
+class RequestBody(Lenient):
+    """A whole request body. JSON lets a client send what no engine message can carry: a lone
+    surrogate (``"\\ud800"``, which cannot be encoded as UTF-8) in any string or key, or an
+    integer beyond 64 bits. Both are refused here, naming where they are, before any field is
+    read."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        where = _unencodable(data)
+        if where is not None:
+            loc, problem = where
+            detail = InitErrorDetails(
+                type=PydanticCustomError("unencodable", problem), loc=loc, input=None
+            )
+            raise ValidationError.from_exception_data(cls.__name__, [detail])
+        return data
+
+
+# A path into a JSON value, as a chain of (parent, key): every node costs O(1), however deep.
+_Path = tuple[Any, str | int] | None
+
+
+def _unencodable(data: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """Where in a parsed JSON value the first unencodable string or integer is, and what is
+    wrong with it; None when all of it can be sent. Iterative (JSON nests deeper than Python
+    recursion allows), and only containers are pushed: a body of 10^5 numbers takes
+    milliseconds."""
+    if not isinstance(data, dict | list):
+        return None  # not a body any request model takes: its own validation refuses it
+    stack: list[tuple[_Path, Any]] = [(None, data)]
+    while stack:
+        path, container = stack.pop()
+        items: Any = enumerate(container)
+        if isinstance(container, dict):
+            for key in container:
+                if not _utf8(key):
+                    return _loc((path, _printable(key))), f"a key {_SURROGATE}"
+            items = container.items()
+        for key, item in items:
+            kind = type(item)
+            if kind is str:
+                if not _utf8(item):
+                    return _loc((path, key)), f"text {_SURROGATE}"
+            elif kind is int:
+                if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+                    problem = f"integer out of range ({_INT_RANGE[0]} to {_INT_RANGE[1]})"
+                    return _loc((path, key)), problem
+            elif kind is dict or kind is list:
+                stack.append(((path, key), item))
+    return None
+
+
+_SURROGATE = "with a lone UTF-16 surrogate (not a character) is not accepted"
+
+
+def _loc(path: _Path) -> tuple[str | int, ...]:
+    keys: list[str | int] = []
+    while path is not None:
+        path, key = path
+        keys.append(key)
+    return tuple(reversed(keys))
+
+
+def _utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` with lone surrogates written as escapes, so that an error can name it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ContentPart(Lenient):
@@ -97,15 +189,15 @@ class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class SamplingRequest(Lenient):
+class SamplingRequest(RequestBody):
     """What chat and text completions share: sampling, stops and streaming."""
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=-1)
+    top_k: int | None = Field(default=None, ge=-1, le=MAX_TOKEN_ID)
     n: int = Field(default=1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0)
@@ -114,6 +206,15 @@ class SamplingRequest(Lenient):
     ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        """``stop`` as a list without empty strings (None if none is left)."""
+        stops = [s for s in ([value] if isinstance(value, str) else value or ()) if s]
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop sequences are supported")
+        return stops or None
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -129,17 +230,6 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = None
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        stops = [value] if isinstance(value, str) else value
-        stops = [s for s in stops if s]
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences are supported")
-        return stops or None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -14,23 +14,23 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import (
-    BaseModel,
-    Field,
-    StrictInt,
-    StrictStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, Field, StrictStr, field_validator, model_validator
 
-from ov_llm_server.protocol import ChatMessage, Lenient, ModelName, SamplingRequest, Usage
+from ov_llm_server.protocol import (
+    MAX_TOKEN_ID,
+    ChatMessage,
+    Lenient,
+    ModelName,
+    RequestBody,
+    SamplingRequest,
+    TokenId,
+)
 
 # OpenAI's limits: 2048 inputs per embeddings request, up to 5 log-probability alternatives.
 MAX_EMBEDDING_INPUTS = 2048
 MAX_LOGPROBS = 5
 MAX_RERANK_DOCUMENTS = 1000
 
-TokenId = Annotated[StrictInt, Field(ge=0)]
 TokenIds = Annotated[list[TokenId], Field(min_length=1)]
 
 
@@ -38,7 +38,9 @@ def _is_ids(value: Any) -> bool:
     return (
         isinstance(value, list)
         and bool(value)
-        and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+        and all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= MAX_TOKEN_ID for i in value
+        )
     )
 
 
@@ -46,7 +48,7 @@ def _check_inputs(value: Any, field: str, limit: int | None = None) -> Any:
     """One clear message for a malformed ``input``/``prompt`` instead of a union's four."""
     shape = (
         f"'{field}' must be a string, a list of strings, a list of token ids "
-        "or a list of token-id lists"
+        f"(0 to {MAX_TOKEN_ID}) or a list of token-id lists"
     )
     if isinstance(value, str):
         return value
@@ -60,7 +62,8 @@ def _check_inputs(value: Any, field: str, limit: int | None = None) -> Any:
         for index, item in enumerate(value):
             if not _is_ids(item):
                 raise ValueError(
-                    f"'{field}[{index}]' must be a non-empty list of non-negative token ids"
+                    f"'{field}[{index}]' must be a non-empty list of token ids "
+                    f"(0 to {MAX_TOKEN_ID})"
                 )
         return value
     raise ValueError(shape)
@@ -69,7 +72,7 @@ def _check_inputs(value: Any, field: str, limit: int | None = None) -> Any:
 # ---------------------------------------------------------------- /v1/embeddings
 
 
-class EmbeddingRequest(Lenient):
+class EmbeddingRequest(RequestBody):
     model: ModelName
     # A string, strings, or token ids (one array or several) in the model's own vocabulary.
     input: (
@@ -179,7 +182,7 @@ class RerankDocument(Lenient):
     text: str
 
 
-class RerankRequest(Lenient):
+class RerankRequest(RequestBody):
     model: ModelName
     query: str
     documents: list[str | RerankDocument] = Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS)
@@ -280,14 +283,10 @@ class CompletionRequest(SamplingRequest):
             raise ValueError("echo cannot be combined with suffix")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream: true")
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if len([s for s in stops if s]) > 4:
-            raise ValueError("at most 4 stop sequences are supported")
         return self
 
     def stops(self) -> list[str]:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return [s for s in stops if s]
+        return list(self.stop or ())
 
     def prompts(self) -> list[str] | list[list[int]]:
         """One entry per prompt: strings, or token-id arrays. Each gets its own choice."""
@@ -301,53 +300,10 @@ class CompletionRequest(SamplingRequest):
         return [list(ids) for ids in self.prompt if isinstance(ids, list)]
 
 
-class CompletionLogprobs(BaseModel):
-    """OpenAI's legacy shape: parallel lists, one entry per token (``None`` where there is no
-    log probability, e.g. the first prompt token under ``echo``)."""
-
-    tokens: list[str] = Field(default_factory=list)
-    token_logprobs: list[float | None] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float] | None] | None = None
-    text_offset: list[int] = Field(default_factory=list)
-
-
-CompletionFinishReason = Literal["stop", "length"]
-
-
-class CompletionChoice(BaseModel):
-    index: int = 0
-    text: str
-    logprobs: CompletionLogprobs | None = None
-    finish_reason: CompletionFinishReason | None
-
-
-class Completion(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage
-    system_fingerprint: str | None = None
-
-
-class CompletionChunk(BaseModel):
-    """A streamed piece: ``choices[0].text`` is the new text; the last choice chunk carries
-    ``finish_reason``; with ``include_usage`` a final chunk has ``choices: []`` and ``usage``."""
-
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
-    system_fingerprint: str | None = None
-
-
 # ---------------------------------------------------------------- /tokenize, /detokenize (vLLM)
 
 
-class TokenizeRequest(Lenient):
+class TokenizeRequest(RequestBody):
     """vLLM's two forms in one model: ``prompt`` (completion) or ``messages`` (chat)."""
 
     model: ModelName | None = None
@@ -379,7 +335,7 @@ class TokenizeResponse(BaseModel):
     token_strs: list[str] | None = None
 
 
-class DetokenizeRequest(Lenient):
+class DetokenizeRequest(RequestBody):
     model: ModelName | None = None
     tokens: list[TokenId]
 

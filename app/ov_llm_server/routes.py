@@ -32,15 +32,20 @@ from .settings import Settings
 
 # Dependencies are coroutines: FastAPI runs a plain ``def`` dependency in its thread pool, a
 # thread hop per request for a few attribute reads.
-async def require_api_key(request: Request) -> None:
+def bears_key(request: Request) -> bool:
+    """The request carries the API key, or none is configured."""
     expected: str | None = request.app.state.api_key
     if expected is None:
-        return
+        return True
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(
+    return scheme.lower() == "bearer" and secrets.compare_digest(
         token.strip().encode(), expected.encode()
-    ):
+    )
+
+
+async def require_api_key(request: Request) -> None:
+    if not bears_key(request):
         raise errors.APIError(
             401,
             "Missing or invalid API key: send 'Authorization: Bearer <key>'",
@@ -67,7 +72,10 @@ root = APIRouter(dependencies=[Depends(require_api_key)])
 async def health(request: Request, models: Models) -> JSONResponse:
     snapshot = models.registry.snapshot()
     slots = models.slots()
-    problems = [f"registry: {snapshot.error}"] if snapshot.error else []
+    settings = models.settings
+    # A first run: no registry file yet, the fallback model serves. Nothing is wrong.
+    first_run = settings.model_path is not None and not models.registry.path.exists()
+    problems = [f"registry: {snapshot.error}"] if snapshot.error and not first_run else []
     for slot in slots:
         supervisor = slot.supervisor
         assert supervisor is not None
@@ -85,7 +93,6 @@ async def health(request: Request, models: Models) -> JSONResponse:
     serving = [s for s in slots if s.supervisor and s.supervisor.state is EngineState.READY]
     down = bool(slots) and not serving and not any(_loading_first(s) for s in slots)
     status = "error" if down else ("degraded" if problems else "ok")
-    settings = models.settings
     in_use = sorted({s.supervisor.device for s in slots if s.supervisor and s.supervisor.device})
     body: dict[str, Any] = {
         "status": status,
@@ -98,11 +105,18 @@ async def health(request: Request, models: Models) -> JSONResponse:
             for s in slots
             if s.supervisor and s.supervisor.device
         ),
+        "registry_count": len(snapshot.data.models),
+        "problem_count": len(problems),
+    }
+    if not bears_key(request):
+        # Paths, pids and error texts are for the operator, who has the key.
+        body["loaded_models"] = [_engine_counts(slot) for slot in slots]
+        return JSONResponse(body, status_code=503 if down else 200)
+    body |= {
         # The doctor's verdict at start-up (None while it runs): usable, gpu_usable, reason,
         # remedy, devices, problems.
         "doctor": doctor,
         "registry_path": str(models.registry.path),
-        "registry_count": len(snapshot.data.models),
         "registry_error": snapshot.error,
         "fallback_model": str(settings.model_path) if settings.model_path else None,
         "loaded_models": [_engine_status(slot) for slot in slots],
@@ -123,18 +137,27 @@ def _loading_first(slot: ModelSlot) -> bool:
     )
 
 
-def _engine_status(slot: ModelSlot) -> dict[str, Any]:
+def _engine_counts(slot: ModelSlot) -> dict[str, Any]:
+    """What anyone may see of a model: its state and counts."""
     supervisor = slot.supervisor
     assert supervisor is not None
     return {
         "name": slot.name,
-        "path": str(slot.resolved.path),
         "kind": slot.resolved.kind,
         "state": supervisor.state.value,
-        "pid": supervisor.pid,
         "device": supervisor.device,
         "in_flight": slot.leases,
         "restarts": supervisor.restarts,
+    }
+
+
+def _engine_status(slot: ModelSlot) -> dict[str, Any]:
+    supervisor = slot.supervisor
+    assert supervisor is not None
+    return {
+        **_engine_counts(slot),
+        "path": str(slot.resolved.path),
+        "pid": supervisor.pid,
         "last_error": supervisor.last_error,
         "load_seconds": round(supervisor.load_seconds, 3),
         "speculative": supervisor.speculative,
@@ -154,6 +177,8 @@ async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics
     for slot in request.app.state.models.slots():
         registry.queue_depth.labels(slot.name).set(slot.leases)
+        engine = slot.supervisor.engine if slot.supervisor is not None else None
+        registry.engine_requests.labels(slot.name).set(engine.in_flight if engine else 0)
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)
 
 

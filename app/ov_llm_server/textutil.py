@@ -1,6 +1,9 @@
-"""Small text helpers shared by both processes: partial tag matching, one-line messages."""
+"""Small text helpers shared by both processes: partial tag matching, one-line messages,
+client text in log lines."""
 
 from __future__ import annotations
+
+import json
 
 
 def partial_suffix(text: str, tag: str) -> int:
@@ -23,3 +26,12 @@ def one_line(exc: BaseException) -> str:
     if lines[0].startswith("Exception from") and len(lines) > 1:
         return lines[-1]
     return lines[0]
+
+
+def log_value(text: str) -> str:
+    """A client's text as one ``key=value`` value of a log line: as is when it is a plain
+    word, else quoted with JSON's escapes, so that no client text can end the line or pass
+    for another field (``model=x status=200``)."""
+    if text and text.isprintable() and not any(c in text for c in ' "=\\'):
+        return text
+    return json.dumps(text)

@@ -192,6 +192,7 @@ class EngineProcess:
 
     @property
     def in_flight(self) -> int:
+        """Requests this side still waits on (shown on /metrics: none may be left behind)."""
         return len(self._streams)
 
     async def start(self, timeout: float) -> Ready:
@@ -269,16 +270,20 @@ class EngineProcess:
     def generate(self, build: Callable[[int], Generate]) -> RequestStream:
         """Starts a generation; ``build`` makes its message from the request id."""
         stream = RequestStream(self, self._new_rid())
-        self._streams[stream.rid] = stream
-        self._send(build(stream.rid))
+        self._submit(stream, build(stream.rid))
         return stream
 
     def ask(self, build: Callable[[int], Work]) -> PendingReply:
         """Sends a one-shot request; ``build`` makes its message from the request id."""
         pending = PendingReply(self, self._new_rid())
-        self._streams[pending.rid] = pending
-        self._send(build(pending.rid))
+        self._submit(pending, build(pending.rid))
         return pending
+
+    def _submit(self, pending: _Pending, message: ToEngine) -> None:
+        # Encoded first: a message that cannot be encoded raises before anything waits for it.
+        frame = encoder.encode(message)
+        self._streams[pending.rid] = pending
+        self._push_frame(frame)
 
     def _new_rid(self) -> int:
         if not self.alive or self.stopping:
@@ -293,10 +298,13 @@ class EngineProcess:
         self._streams.pop(rid, None)
 
     def _send(self, message: ToEngine) -> None:
+        self._push_frame(encoder.encode(message))
+
+    def _push_frame(self, frame: bytes) -> None:
         if self._push is None:
             return
         try:
-            self._push.send(encoder.encode(message), zmq.NOBLOCK)
+            self._push.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the queue to a dead or stuck engine is full
             log.warning("engine %s: message not sent: %s", self.name, exc)
 

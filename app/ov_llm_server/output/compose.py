@@ -27,6 +27,7 @@ class ChainedParser(OutputParser):
         if self._tools is not None:
             out.merge(self._tools.finish())
             self.done = self._tools.done
+            self.closed = self._tools.closed
         return out
 
     def _pass(self, delta: ParsedDelta) -> ParsedDelta:
@@ -66,7 +67,9 @@ class ClosingParser(OutputParser):
         return out
 
     def finish(self) -> ParsedDelta:
-        out = ParsedDelta() if self.done else self._take(_closing(self._grammar, self._text))
+        suffix = "" if self.done else _closing(self._grammar, self._text)
+        self.closed = bool(suffix)
+        out = self._take(suffix) if suffix else ParsedDelta()
         out.merge(self._inner.finish())
         self.done = self._inner.done
         return out
@@ -95,6 +98,7 @@ class DocumentParser(OutputParser):
         # An answer the model ended itself needs no reading through the grammar.
         suffix = "" if self._valid(self._text) else _closing(self._grammar, self._text)
         self.done = True
+        self.closed = bool(suffix)
         if not self._hold:
             return ParsedDelta(content=suffix)
         whole = self._text + suffix

@@ -50,10 +50,13 @@ class OutputParser:
 
     Streaming and non-streaming responses run the same parser (``feed`` then ``finish``), so
     both give the same message for the same generated text. ``done`` turns true once no more
-    output is wanted: the server may stop generating then.
+    output is wanted: the server may stop generating then. ``closed`` turns true when the
+    output ended before the grammar did and ``finish`` completed it: a whole, valid answer,
+    but not the one the model would have given (the finish reason stays the engine's).
     """
 
     done: bool = False
+    closed: bool = False
 
     def feed(self, text: str) -> ParsedDelta:
         return ParsedDelta(content=text)

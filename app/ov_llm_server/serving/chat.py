@@ -101,7 +101,8 @@ class ChatAnswer:
         return self._parser.done
 
     def opening(self) -> list[dict[str, Any]]:
-        return [_choice({"role": "assistant", "content": ""})]
+        # No content yet: a tool-call-only answer streams none, as its whole response has null.
+        return [_choice({"role": "assistant"})]
 
     def feed(self, output: Output, last: bool) -> list[dict[str, Any]]:
         parsed = self._parser.feed(output.text)
@@ -121,9 +122,13 @@ class ChatAnswer:
         return choices
 
     def finish_reason(self, engine_finish: str) -> str:
+        # A document or call the server had to close was cut (by max_tokens, or a stop
+        # sequence): say so, as OpenAI says "length" for a cut answer, even for a tool call.
+        if self._parser.closed:
+            return engine_finish
         if self._tool_calls:
             return "tool_calls"
-        # A parser that is done holds a whole answer (a schema document closed in budget).
+        # A parser that is done holds a whole answer (the model ended it within its budget).
         return "stop" if self._parser.done else engine_finish
 
     def closing(self, finish: str) -> dict[str, Any]:

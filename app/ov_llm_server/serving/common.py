@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..model_manager import Lease, LoadedModel, ModelManager
 from ..protocol import Usage, new_id, now
 from ..settings import Settings
+from ..textutil import log_value
 
 log = logging.getLogger("ov_llm_server.requests")
 
@@ -267,7 +268,7 @@ class Service:
             "prompt_tokens=%d completion_tokens=%d finish=%s stream=%s%s",
             self.log_name,
             record.request_id,
-            record.model,
+            log_value(record.model),
             record.client,
             elapsed * 1000,
             record.status,
@@ -289,12 +290,7 @@ def _model_required() -> None:
 def refusal(reply: Refused, model: str) -> errors.APIError:
     """The API error of a request the engine refused or failed."""
     if reply.code == "cancelled":
-        # Not asked for by this request: the model was stopped under it, at shutdown.
-        return errors.unavailable(
-            f"Model '{model}' stopped while answering (the server is shutting down)",
-            code="shutting_down",
-            retry_after=5,
-        )
+        return errors.shutting_down(model)
     if reply.code is not None:
         return errors.bad_request(reply.error, param=reply.param, code=reply.code)
     return errors.engine_error(f"The model failed: {reply.error}")

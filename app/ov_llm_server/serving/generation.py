@@ -116,6 +116,12 @@ class GenerationService(Service):
                 f"{self.settings.max_tokens_limit}",
                 param="max_tokens",
             )
+        limit = self.settings.default_max_tokens if requested is None else requested
+        if body.min_tokens is not None and body.min_tokens > limit:
+            raise errors.bad_request(
+                f"min_tokens {body.min_tokens} is above max_tokens ({limit})",
+                param="min_tokens",
+            )
 
     def work(self, body: Any, model: LoadedModel) -> Work:
         raise NotImplementedError
@@ -283,10 +289,5 @@ def _finish_failure(
     if output.finish == "error":
         return errors.engine_error(f"Generation failed: {output.error}")
     if output.finish == "cancelled" and not stream.cancelled:
-        # Not asked for by this request: the model was stopped under it, at shutdown.
-        return errors.unavailable(
-            f"Model '{record.model}' stopped while answering (the server is shutting down)",
-            code="shutting_down",
-            retry_after=5,
-        )
+        return errors.shutting_down(record.model)
     return None

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from ...textutil import log_value
 from ..deltas import OutputParser, ParsedToolCall
 from ..schema import SchemaModel, repair, validate
 from ..terms import Lit, Term, seq
@@ -56,7 +57,9 @@ class ToolCatalog:
             arguments = repair(model, arguments)
         problem = validate(model, arguments)
         if problem is not None:
-            log.info("tool call %s returned as text: arguments %s", name, problem)
+            log.info(
+                "tool call %s returned as text: arguments %s", log_value(name), log_value(problem)
+            )
             return None
         call = ParsedToolCall(
             index=self._next_index,
