@@ -33,6 +33,7 @@ from ov_llm_server.convert.export import (
     missing_files,
     options_record,
     resolve_task,
+    served_encoder_record,
 )
 from ov_llm_server.convert.record import (
     RECORD_NAME,
@@ -367,7 +368,7 @@ def _convert_locked(layout: Layout, plan: Plan) -> Result:
             task=plan.task,
             weight_format=plan.weight_format,
             quantization=quantization,
-            encoder=plan.encoder,
+            encoder=plan.encoder and served_encoder_record(tmp, plan.task, plan.encoder),
             options=(
                 {"task": plan.task}
                 if plan.source.format == "gguf"
