@@ -28,6 +28,7 @@ from tiny_encoders import (
     QUERIES,
     reference_embeddings,
     reference_scores,
+    score_tolerance,
 )
 from tolerances import order_agrees, score_tolerance
 
@@ -283,6 +284,33 @@ def test_rerank_top_n_objects_and_no_documents(live: LiveServer) -> None:
     # LiteLLM's health check: an empty query, one document.
     check = post(live, "/v1/rerank", {"model": "rr", "query": "", "documents": ["my sample text"]})
     assert check.status_code == 200 and len(check.json()["results"]) == 1
+
+
+def test_rerank_of_both_segment_conventions_matches_transformers(
+    server_factory: Any, tiny_encoders: dict[str, Path]
+) -> None:
+    """A cross-encoder whose tokenizer gives segment ids and one whose tokenizer does not
+    (transformers then runs BERT on zeros), each served in batches of 2 documents: the
+    scores and order transformers gives on the same (fp16) weights."""
+    names = {"rr": "reranker", "rr-plain": "reranker-no-segments"}
+    registry = {
+        model: {"path": str(tiny_encoders[f"{name}/fp16"]), "task": "text-classification"}
+        for model, name in names.items()
+    }
+    live = server_factory(registry, OV_ENCODER_MAX_BATCH="2")
+    for model, name in names.items():
+        for query in QUERIES:
+            body = {"model": model, "query": query, "documents": DOCUMENTS}
+            response = post(live, "/v1/rerank", body)
+            assert response.status_code == 200, response.text
+            expected = reference_scores(
+                tiny_encoders[f"{name}/hf"], query, DOCUMENTS, fp16_weights=True
+            )
+            results = response.json()["results"]
+            assert [r["index"] for r in results] == list(np.argsort(expected)[::-1])
+            scores = [r["relevance_score"] for r in results]
+            in_order = [expected[r["index"]] for r in results]
+            np.testing.assert_allclose(scores, in_order, rtol=score_tolerance(), atol=0)
 
 
 # ---------------------------------------------------------------- kinds

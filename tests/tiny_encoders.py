@@ -1,4 +1,4 @@
-"""Tiny real encoders, built on this machine: two sentence-transformers embedders and a reranker.
+"""Tiny real encoders, built on this machine: two sentence-transformers embedders and two rerankers.
 
 No model hub is reachable, so the tests build their own: a WordPiece vocabulary trained with
 ``tokenizers`` on local text and wrapped in ``PreTrainedTokenizerFast`` (BERT's normaliser,
@@ -10,7 +10,13 @@ under a fixed seed:
   and document prompts, Matryoshka dimensions declared vLLM's way in ``config.json``);
 - ``embedder-cls``: the same weights with CLS pooling in the current ``pooling_mode`` form and
   no ``Normalize``: its vectors differ only if the converter really reads the pooling files;
-- ``reranker``: ``BertForSequenceClassification`` with one label, the ms-marco MiniLM layout.
+- ``reranker``: ``BertForSequenceClassification`` with one label, the ms-marco MiniLM layout
+  (its tokenizer lists ``token_type_ids``: transformers feeds the pair template's segment ids);
+- ``reranker-no-segments``: the same architecture whose tokenizer does not list
+  ``token_type_ids`` (transformers' generic tokenizer class, as a tokenizer built with
+  ``tokenizers`` is saved): transformers runs it on the model's all-zero segment ids although
+  it has a segment table and its pair template writes segment 1. Its classifier is drawn so
+  that the pair template's segment ids would rank the sample documents differently.
 
 The weights are drawn wider than BERT's default (see ``INITIALIZER_RANGE``). They mean
 nothing, but a reference computed on the same weights (transformers,
@@ -87,10 +93,12 @@ MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "embedder-mean": ("feature-extraction", ("fp16", "int8")),
     "embedder-cls": ("feature-extraction", ("fp16",)),
     "reranker": ("text-classification", ("fp16", "int8")),
+    "reranker-no-segments": ("text-classification", ("fp16",)),
 }
+SEGMENTED_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
 
 
-def build_tokenizer() -> Any:
+def build_tokenizer(input_names: list[str] = SEGMENTED_INPUTS) -> Any:
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -124,7 +132,7 @@ def build_tokenizer() -> Any:
         cls_token="[CLS]",
         mask_token="[MASK]",
         model_max_length=MAX_SEQ_LENGTH,
-        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+        model_input_names=input_names,
     )
 
 
@@ -192,18 +200,21 @@ def build_embedder(out_dir: Path, pooling: str) -> Path:
     return out_dir
 
 
-def build_reranker(out_dir: Path) -> Path:
-    """A BERT cross-encoder with token type ids and one relevance logit.
+def build_reranker(out_dir: Path, segments: bool = True) -> Path:
+    """A BERT cross-encoder with a segment table and one relevance logit; ``segments``: its
+    tokenizer gives transformers the pair template's token type ids.
 
     The classifier is the first draw whose logits for each sample query are at least
     ``MIN_LOGIT_GAP`` apart, so that "the same order as the reference" is decided by the model,
-    not by rounding; its bias centres the logits, which spreads the scores over (0, 1).
+    not by rounding; its bias centres the logits, which spreads the scores over (0, 1). Without
+    ``segments`` the draw must also rank some query's documents otherwise when the segment ids
+    are fed, so that a server feeding them cannot pass for transformers.
     """
     import torch
     from transformers import BertForSequenceClassification
 
     torch.manual_seed(SEED)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(SEGMENTED_INPUTS if segments else ["input_ids", "attention_mask"])
     config = _bert_config(tokenizer, num_labels=1)
     config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid"}
     model = BertForSequenceClassification(config).eval()
@@ -211,12 +222,24 @@ def build_reranker(out_dir: Path) -> Path:
     batch = tokenizer(
         [q for q, _ in pairs], [d for _, d in pairs], padding=True, return_tensors="pt"
     )
+    segmented = tokenizer(
+        [q for q, _ in pairs],
+        [d for _, d in pairs],
+        padding=True,
+        return_tensors="pt",
+        return_token_type_ids=True,
+    )
+    shape = (len(QUERIES), len(DOCUMENTS))
     with torch.no_grad():
         pooled = model.bert(**batch).pooler_output
+        pooled_segmented = model.bert(**segmented).pooler_output
         for _ in range(1000):
             weight = torch.randn(1, pooled.shape[1]) * INITIALIZER_RANGE
-            logits = (pooled @ weight.T).reshape(len(QUERIES), len(DOCUMENTS))
-            if float(logits.sort(dim=1).values.diff(dim=1).min()) >= MIN_LOGIT_GAP:
+            logits = (pooled @ weight.T).reshape(shape)
+            if float(logits.sort(dim=1).values.diff(dim=1).min()) < MIN_LOGIT_GAP:
+                continue
+            other = (pooled_segmented @ weight.T).reshape(shape)
+            if segments or not torch.equal(logits.argsort(dim=1), other.argsort(dim=1)):
                 break
         else:
             raise RuntimeError(f"no classifier gives sample logits {MIN_LOGIT_GAP} apart")
@@ -228,8 +251,8 @@ def build_reranker(out_dir: Path) -> Path:
 
 
 def build_hf_model(name: str, out_dir: Path) -> Path:
-    if name == "reranker":
-        return build_reranker(out_dir)
+    if name.startswith("reranker"):
+        return build_reranker(out_dir, segments=name == "reranker")
     return build_embedder(out_dir, pooling=name.removeprefix("embedder-"))
 
 
@@ -244,19 +267,51 @@ def reference_embeddings(hf_dir: Path, texts: list[str], prompt_name: str | None
     return model.encode(texts, prompt_name=prompt_name, convert_to_numpy=True)
 
 
-def reference_scores(hf_dir: Path, query: str, documents: list[str]) -> list[float]:
-    """transformers' logits through the model's activation (sigmoid), one per document."""
+def reference_model(hf_dir: Path, *, fp16_weights: bool = False) -> Any:
+    """The cross-encoder in transformers (float32). ``fp16_weights``: its weight matrices
+    rounded to float16 as in an fp16 IR; the vectors stay as they are (optimum keeps the
+    classifier's bias in float32, and the tiny models' other biases and norms are zeros and
+    ones, which rounding leaves alone)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(hf_dir)).eval()
+    if fp16_weights:
+        with torch.no_grad():
+            for weight in model.parameters():
+                if weight.dim() > 1:
+                    weight.copy_(weight.half().float())
+    return model
+
+
+def reference_scores(
+    hf_dir: Path, query: str, documents: list[str], *, fp16_weights: bool = False
+) -> list[float]:
+    """transformers' logits through the model's activation (sigmoid), one per document, with
+    the inputs its own tokenizer gives. ``fp16_weights``: on the weights an fp16 IR holds."""
+    import torch
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(hf_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(str(hf_dir)).eval()
+    model = reference_model(hf_dir, fp16_weights=fp16_weights)
     batch = tokenizer(
         [query] * len(documents), documents, padding=True, truncation=True, return_tensors="pt"
     )
     with torch.no_grad():
         logits = model(**batch).logits[:, 0]
     return [float(x) for x in torch.sigmoid(logits)]
+
+
+def score_tolerance() -> float:
+    """The relative tolerance of a served score against ``reference_scores(...,
+    fp16_weights=True)``, by the CPU plugin's default inference precision. In f32 the two
+    agree to about 1e-6 (measured: 4e-7 at most over the sample queries; summation order
+    only), so 1e-4 is two orders of margin. bf16 keeps 8 bits of each activation (not
+    measured here: these machines run f32)."""
+    import openvino as ov
+
+    precision = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return 1e-4 if precision == "f32" else 0.05
 
 
 # ---------------------------------------------------------------- cache

@@ -1,8 +1,8 @@
 """What a model can do, read from its files without loading it.
 
 Facts: the mode it serves and the engine that runs it (from the registry's task), its context
-length (``config.json`` beside an IR, or a GGUF's own metadata; an encoder's maximum input
-from ``conversion.json``), an embedder's vector size, and what its chat template does: whether it
+length (read by ``model_files.py``, which the engine shares; an encoder's maximum input from
+``conversion.json``), an embedder's vector size, and what its chat template does: whether it
 renders the request's tools and whether it thinks (``<think>``). ``GET /v1/models`` shows
 them and ``ov-llm-server litellm-config`` turns them into LiteLLM's ``model_info``.
 
@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
-import struct
 import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +33,7 @@ from typing import Any, TypedDict
 
 from .encoder_config import EncoderConfigError, load_embedding_config, load_rerank_config
 from .engine.messages import EngineKind
+from .model_files import config_context_length, gguf_facts, ir_template
 from .protocol import Capability, ModelMode
 from .registry import ModelEntry
 
@@ -52,7 +50,6 @@ _TASK_MODES: dict[str, ModelMode] = {
 DEFAULT_TASK = "text-generation-with-past"
 _ENCODER_MODES: dict[ModelMode | None, EngineKind] = {"embedding": "embedding", "rerank": "rerank"}
 
-_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 _PROBE_TOOL = "ov_capability_probe_tool"
 _PROBE_REASONING = "ov capability probe reasoning"
 _THINK_OPEN = "<think>"
@@ -120,11 +117,6 @@ def inspect_model(path: Path, task: str | None = None) -> Capabilities:
     return _inspect(path, task or DEFAULT_TASK, _version(path))
 
 
-def context_length(path: Path) -> int | None:
-    """The model's context window in tokens, when its files say."""
-    return inspect_model(path).context_length
-
-
 def _version(path: Path) -> tuple[tuple[str, int], ...]:
     """Modification times of every file the facts come from: a changed file is re-read."""
     files = [path] if path.suffix == ".gguf" else [path / name for name in _IR_FILES]
@@ -154,9 +146,9 @@ def _inspect(path: Path, task: str, version: tuple[tuple[str, int], ...]) -> Cap
     if mode == "embedding" or mode == "rerank":
         return _encoder_capabilities(path, mode)
     if path.suffix == ".gguf":
-        template, context = _gguf_facts(path)
+        template, context = gguf_facts(path)
     else:
-        template, context = _ir_template(path), _config_context_length(path)
+        template, context = ir_template(path), config_context_length(path)
     if mode == "chat" and not template:
         # Without a chat template only raw text continuation makes sense.
         mode = "completion"
@@ -177,133 +169,6 @@ def _encoder_capabilities(path: Path, mode: ModelMode) -> Capabilities:
     except EncoderConfigError as exc:
         log.warning("cannot read the encoder configuration of %s: %s", path, exc)
         return Capabilities(mode, None, None, False, False)
-
-
-# ---------------------------------------------------------------- files
-
-
-def _config_context_length(folder: Path) -> int | None:
-    try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    for key in _CONTEXT_KEYS:
-        value = data.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _ir_template(folder: Path) -> str | None:
-    """The template GenAI uses: the tokenizer IR's rt_info first, then the HF files."""
-    template = _rt_info_template(folder / "openvino_tokenizer.xml")
-    if template:
-        return template
-    try:
-        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
-    except OSError:
-        pass
-    try:
-        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = config.get("chat_template") if isinstance(config, dict) else None
-    if isinstance(value, list):  # named templates: [{"name": "default", "template": ...}]
-        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
-        value = named.get("default")
-    return value if isinstance(value, str) else None
-
-
-def _rt_info_template(xml_file: Path) -> str | None:
-    try:
-        for _, element in ET.iterparse(xml_file):
-            if element.tag == "chat_template":
-                value = element.get("value")
-                return value if value else None
-            if element.tag == "layers":
-                element.clear()  # the graph is most of the file; rt_info follows it
-    except (OSError, ET.ParseError):
-        return None
-    return None
-
-
-# GGUF value types (ggml's gguf.h) and their struct formats; 8 is a string, 9 an array.
-_GGUF_SCALARS = {
-    0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"
-}  # fmt: skip
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-class _GGUFError(Exception):
-    pass
-
-
-def _gguf_facts(path: Path) -> tuple[str | None, int | None]:
-    try:
-        meta = _gguf_metadata(path)
-    except (OSError, ValueError, OverflowError, struct.error, _GGUFError) as exc:
-        log.warning("cannot read the GGUF metadata of %s: %s", path, exc)
-        return None, None
-    template = meta.get("tokenizer.chat_template")
-    context = meta.get(f"{meta.get('general.architecture')}.context_length")
-    return (
-        template if isinstance(template, str) else None,
-        context if isinstance(context, int) and context > 0 else None,
-    )
-
-
-def _gguf_metadata(path: Path) -> dict[str, Any]:
-    """The scalar and string metadata of a GGUF file; arrays are skipped unread.
-
-    The ``gguf`` package decodes every token of the vocabulary into numpy objects
-    (about 7 s for SmolLM2's 49k tokens); skipping them takes milliseconds.
-    """
-    found: dict[str, Any] = {}
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise _GGUFError("not a GGUF file")
-        version, _tensors, count = struct.unpack_from("<IQQ", buf, 4)
-        if version < 2:
-            raise _GGUFError(f"GGUF version {version} is not supported")
-        pos = 24
-
-        def string(at: int) -> tuple[str, int]:
-            size: int = struct.unpack_from("<Q", buf, at)[0]
-            end = at + 8 + size
-            return buf[at + 8 : end].decode("utf-8", errors="replace"), end
-
-        def skip(kind: int, at: int) -> int:
-            if kind == _GGUF_STRING:
-                size: int = struct.unpack_from("<Q", buf, at)[0]
-                return at + 8 + size
-            if kind == _GGUF_ARRAY:
-                item: int
-                length: int
-                item, length = struct.unpack_from("<IQ", buf, at)
-                at += 12
-                if item in _GGUF_SCALARS:
-                    return at + length * struct.calcsize("<" + _GGUF_SCALARS[item])
-                for _ in range(length):
-                    at = skip(item, at)
-                return at
-            if kind in _GGUF_SCALARS:
-                return at + struct.calcsize("<" + _GGUF_SCALARS[kind])
-            raise _GGUFError(f"unknown GGUF value type {kind}")
-
-        for _ in range(count):
-            key, pos = string(pos)
-            (kind,) = struct.unpack_from("<I", buf, pos)
-            pos += 4
-            if kind == _GGUF_STRING:
-                found[key], pos = string(pos)
-            elif kind in _GGUF_SCALARS:
-                (found[key],) = struct.unpack_from("<" + _GGUF_SCALARS[kind], buf, pos)
-                pos = skip(kind, pos)
-            else:
-                pos = skip(kind, pos)
-    return found
 
 
 # ---------------------------------------------------------------- the chat template

@@ -79,6 +79,8 @@ class RerankConfig(BaseModel):
     # Applied to the logits by openvino_genai's TextRerankPipeline: sigmoid for one label,
     # softmax for two (the score is the second label's probability).
     activation: Literal["sigmoid", "softmax"] = "sigmoid"
+    # The model reads segment ids. From a Hugging Face folder, a guess (it has a segment
+    # table); the converter records what its IR takes (only what the tokenizer gives).
     token_type_ids: bool = False
 
 

@@ -202,7 +202,7 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             warnings.filterwarnings("ignore", category=FutureWarning)
             _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
             if task in ENCODER_TASKS:
-                _convert_encoder_tokenizer(src, out, task, options.trust_remote_code)
+                _match_transformers_inputs(src, out, task, options.trust_remote_code)
     except ConversionError:
         raise
     except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
@@ -280,24 +280,28 @@ def _run_optimum(
     )
 
 
-def _convert_encoder_tokenizer(src: Path, out: Path, task: str, trust_remote_code: bool) -> None:
-    """Replace optimum's tokenizer IR by one that feeds every input of the encoder.
+def _match_transformers_inputs(src: Path, out: Path, task: str, trust_remote_code: bool) -> None:
+    """Make the encoder IR take what the Hugging Face tokenizer gives it, and convert a
+    tokenizer IR that gives exactly that.
 
-    optimum converts the tokenizer with one text input and with the outputs the Hugging Face
-    tokenizer lists in ``model_input_names``. A BERT cross-encoder whose tokenizer does not
-    list ``token_type_ids`` then gets a tokenizer IR without them, and openvino_genai's
-    TextRerankPipeline leaves that model input unset: the CPU plugin fails in the embeddings'
-    Add (a shape mismatch). Here the outputs follow the model IR's inputs, and a reranker's
-    tokenizer takes (query, document) pairs natively, with BERT's segment ids.
+    optimum exports a BERT with a ``token_type_ids`` input whatever its tokenizer does. A
+    tokenizer that does not list them in ``model_input_names`` leaves them out, so transformers
+    (and sentence-transformers) run the model on its own all-zero segment ids: the IR then gets
+    those zeros built in, instead of an input transformers never feeds (left unset it fails
+    in the embeddings' Add; fed with BERT's pair segment ids it gives other scores). The
+    tokenizer IR's outputs are the model's inputs, in the Hugging Face tokenizer's own order,
+    and a reranker's takes (query, document) pairs natively.
     """
     import openvino as ov
     from openvino_tokenizers import convert_tokenizer
     from transformers import AutoTokenizer
 
-    inputs = model_inputs(out)
     tokenizer = AutoTokenizer.from_pretrained(str(src), trust_remote_code=trust_remote_code)
-    names: list[str] = [n for n in ("input_ids", "token_type_ids", "attention_mask") if n in inputs]
-    tokenizer.model_input_names = names
+    emitted = list(tokenizer.model_input_names)
+    if "token_type_ids" in model_inputs(out) and "token_type_ids" not in emitted:
+        _build_in_zero_segment_ids(out)
+    inputs = model_inputs(out)
+    tokenizer.model_input_names = [name for name in emitted if name in inputs]
     converted = convert_tokenizer(
         tokenizer,
         with_detokenizer=True,
@@ -305,6 +309,33 @@ def _convert_encoder_tokenizer(src: Path, out: Path, task: str, trust_remote_cod
     )
     ov.save_model(converted[0], out / "openvino_tokenizer.xml")
     ov.save_model(converted[1], out / "openvino_detokenizer.xml")
+
+
+def _build_in_zero_segment_ids(out: Path) -> None:
+    """Replace the model IR's ``token_type_ids`` input by zeros shaped like ``input_ids``."""
+    import openvino as ov
+    import openvino.opset15 as ops
+
+    model = ov.Core().read_model(out / "openvino_model.xml")
+    by_name = {n: param for param in model.get_parameters() for n in param.output(0).get_names()}
+    segments, ids = by_name["token_type_ids"], by_name["input_ids"]
+    zero = ops.constant(0, segments.get_element_type())
+    segments.output(0).replace(ops.broadcast(zero, ops.shape_of(ids)).output(0))
+    model.remove_parameter(segments)
+    model.validate_nodes_and_infer_types()
+    # Written beside and renamed over: the weights just read are mapped from the old .bin.
+    # The weights keep their format (save_model would halve f32 constants by default).
+    ov.save_model(model, out / "openvino_model.segments.xml", compress_to_fp16=False)
+    for suffix in (".bin", ".xml"):
+        (out / f"openvino_model.segments{suffix}").replace(out / f"openvino_model{suffix}")
+
+
+def served_encoder_record(out: Path, task: str, encoder: dict[str, Any]) -> dict[str, Any]:
+    """The ``encoder`` section as the exported IR serves it: a reranker reads segment ids only
+    when its tokenizer gives them (``_match_transformers_inputs``)."""
+    if task != TEXT_CLASSIFICATION:
+        return encoder
+    return {**encoder, "token_type_ids": "token_type_ids" in model_inputs(out)}
 
 
 def missing_files(folder: Path) -> list[str]:

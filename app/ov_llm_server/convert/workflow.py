@@ -33,6 +33,7 @@ from ov_llm_server.convert.export import (
     missing_files,
     options_record,
     resolve_task,
+    served_encoder_record,
 )
 from ov_llm_server.convert.record import (
     RECORD_NAME,
@@ -46,6 +47,8 @@ from ov_llm_server.encoder_config import (
     ENCODER_TASKS,
     FEATURE_EXTRACTION,
     TEXT_CLASSIFICATION,
+    load_embedding_config,
+    load_rerank_config,
     tokenizer_gaps,
 )
 from ov_llm_server.registry import (
@@ -367,7 +370,7 @@ def _convert_locked(layout: Layout, plan: Plan) -> Result:
             task=plan.task,
             weight_format=plan.weight_format,
             quantization=quantization,
-            encoder=plan.encoder,
+            encoder=plan.encoder and served_encoder_record(tmp, plan.task, plan.encoder),
             options=(
                 {"task": plan.task}
                 if plan.source.format == "gguf"
@@ -521,18 +524,17 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
 
 
 def _load(path: Path, task: str, device: str) -> None:
-    """Load the model with what serves its task."""
+    """Load the model into the openvino_genai pipeline that serves its task, after reading
+    the configuration the engine reads (the engine's classes stay in the engine process)."""
+    import openvino_genai as og
+
     if task == FEATURE_EXTRACTION:
-        from ov_llm_server.engine.core.encoders import EmbeddingModel
-
-        EmbeddingModel(path, device)
+        load_embedding_config(path)
+        og.TextEmbeddingPipeline(str(path), device)
     elif task == TEXT_CLASSIFICATION:
-        from ov_llm_server.engine.core.encoders import RerankModel
-
-        RerankModel(path, device)
+        load_rerank_config(path)
+        og.TextRerankPipeline(str(path), device)
     else:
-        import openvino_genai as og
-
         og.LLMPipeline(str(path), device)
 
 

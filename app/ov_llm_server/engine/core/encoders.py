@@ -269,14 +269,15 @@ class RerankScores:
 class RerankModel:
     """A cross-encoder over ``openvino_genai.TextRerankPipeline``.
 
-    BERT cross-encoders (the ms-marco MiniLM family) take ``token_type_ids``. The pipeline feeds
-    the model exactly what the tokenizer IR produces, so a tokenizer converted without them
-    (optimum's default when the Hugging Face tokenizer does not list them) leaves that input
-    unset and the CPU plugin fails in the embeddings' Add. ov-convert-model writes a pair
-    tokenizer that produces every input the model takes, and this class refuses a folder whose
-    tokenizer does not (``_check_tokenizer``), with a message instead of that failure. With such
-    a tokenizer the pipeline gives the IR's own logits through sigmoid (one label) or softmax
-    (two), for models with and without token type ids alike, so one path serves both.
+    The pipeline feeds the model exactly what the tokenizer IR produces. ov-convert-model
+    makes the two agree with transformers: a BERT whose Hugging Face tokenizer gives
+    ``token_type_ids`` (the ms-marco MiniLM family) gets a pair tokenizer that gives BERT's
+    segment ids, and one whose tokenizer does not gets an IR with transformers' all-zero segment
+    ids built in. A folder converted elsewhere may take an input its tokenizer does not produce
+    (optimum exports BERT's ``token_type_ids`` whatever the tokenizer gives), on which the CPU
+    plugin fails in the embeddings' Add: this class refuses it (``_check_tokenizer``) with a
+    message instead. The pipeline gives the IR's logits through sigmoid (one label) or softmax
+    (two).
     """
 
     def __init__(

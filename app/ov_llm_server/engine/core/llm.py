@@ -25,7 +25,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai as og
 
-from ...capabilities import context_length
+from ...model_files import context_length
 from ...textutil import one_line
 from ..messages import (
     EngineConfig,
