@@ -147,6 +147,7 @@ class ModelManager:
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._idle_task: asyncio.Task[None] | None = None
+        self._unloading: set[asyncio.Task[None]] = set()
         # Names are the clients' to choose: a set of them would grow without bound.
         self._fallback_logged = False
 
@@ -314,6 +315,8 @@ class ModelManager:
 
     async def _make_room(self, wanted: ModelSlot) -> None:
         """Unloads models until ``wanted`` fits under the limit (called under the load lock)."""
+        if self._unloading:  # stops whose callers left: their memory is not free yet
+            await asyncio.wait(self._unloading)
         while sum(s.loaded for s in self._slots.values()) >= self.settings.max_loaded_models:
             others = sorted(
                 (s for s in self._slots.values() if s.loaded and s is not wanted),
@@ -361,15 +364,25 @@ class ModelManager:
     # ------------------------------------------------------------ unloading
 
     async def unload(self, slot: ModelSlot, reason: str) -> None:
+        """Stops the model's engine. The stop runs in a task of its own: a caller cancelled
+        meanwhile (a request whose client left) does not leave a process half stopped."""
         supervisor, slot.supervisor = slot.supervisor, None
         if supervisor is None:
             return
-        await supervisor.stop()
-        self.metrics.forget_model(slot.name)
-        if slot.leases == 0:
-            self._slots.pop(slot.resolved.key, None)
-        log.info("model unloaded name=%s reason=%s", slot.name, reason)
-        self._pulse()
+        task = asyncio.create_task(self._stop(slot, supervisor, reason), name=f"unload-{slot.name}")
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+        await asyncio.shield(task)
+
+    async def _stop(self, slot: ModelSlot, supervisor: Supervisor, reason: str) -> None:
+        try:
+            await supervisor.stop()
+        finally:
+            self.metrics.forget_model(slot.name)
+            if slot.leases == 0 and slot.supervisor is None:
+                self._slots.pop(slot.resolved.key, None)
+            log.info("model unloaded name=%s reason=%s", slot.name, reason)
+            self._pulse()
 
     def start_idle_unloader(self) -> None:
         if self.settings.idle_unload_seconds > 0:
@@ -385,10 +398,15 @@ class ModelManager:
                     await self.unload(slot, reason=f"idle {idle:.0f}s")
 
     async def close(self) -> None:
+        """Stops every engine at once: one after another, their stop timeouts would add up
+        past the service manager's stop timeout."""
         if self._idle_task is not None:
             self._idle_task.cancel()
-        for slot in self.slots():
-            await self.unload(slot, reason="shutdown")
+        await asyncio.gather(
+            *(self.unload(slot, reason="shutdown") for slot in self.slots()),
+            *self._unloading,
+            return_exceptions=True,
+        )
 
 
 def slot_key(path: Path, entry: ModelEntry | None) -> str:

@@ -134,6 +134,7 @@ def _engine_status(slot: ModelSlot) -> dict[str, Any]:
         "pid": supervisor.pid,
         "device": supervisor.device,
         "in_flight": slot.leases,
+        "engine_requests": supervisor.engine.in_flight if supervisor.engine is not None else 0,
         "restarts": supervisor.restarts,
         "last_error": supervisor.last_error,
         "load_seconds": round(supervisor.load_seconds, 3),

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         description="Deadline of one request, end to end (waiting for a model included); "
         "past it the request ends with an error.",
     )
+    send_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Longest a stream waits for its client to take the next bytes; past it "
+        "(or past the request's deadline) the stream is abandoned and its connection closed.",
+    )
     engine_load_timeout_seconds: float = Field(
         600, gt=0, description="Longest an engine process may take to load its model."
     )
