@@ -147,8 +147,14 @@ def test_deadline_passing_before_the_engine_takes_the_request_stops_it(
 
 @pytest.fixture(scope="module")
 def swapping(server_factory: Any, tiny_registry: dict[str, dict[str, Any]]) -> LiveServer:
-    """The tiny model in int8 and fp16, one loaded at a time, a 2 s send timeout."""
-    return server_factory(tiny_registry, OV_MAX_LOADED_MODELS="1", OV_SEND_TIMEOUT_SECONDS="2")
+    """The tiny model in int8 and fp16, one loaded at a time, 8 requests queued per model,
+    a 2 s send timeout."""
+    return server_factory(
+        tiny_registry,
+        OV_MAX_LOADED_MODELS="1",
+        OV_MAX_QUEUE="8",
+        OV_SEND_TIMEOUT_SECONDS="2",
+    )
 
 
 def test_client_that_stops_reading_holds_no_model(swapping: LiveServer) -> None:
@@ -196,7 +202,8 @@ def test_client_that_stops_reading_holds_no_model(swapping: LiveServer) -> None:
 
 def test_alternating_bursts_for_two_models_wait_for_their_swap(swapping: LiveServer) -> None:
     """Six requests for one model, then six for the other, twice, without waiting for answers:
-    each burst waits its turn (within its deadline) rather than being refused."""
+    each burst waits its turn (within its deadline) rather than being refused, though 12
+    requests for one model are more than its queue holds (8)."""
     bursts = ["tiny-int8", "tiny-fp16", "tiny-int8", "tiny-fp16"]
     with ThreadPoolExecutor(max_workers=24) as pool:
         futures = []

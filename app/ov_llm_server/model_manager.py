@@ -4,8 +4,10 @@ Runs in the HTTP process. :meth:`ModelManager.admit` resolves a requested name (
 registry entry, or the fallback model), refuses a model of another kind than the endpoint
 serves (the registry's task decides), and takes a queue slot for it synchronously, before
 any ``await``, so a burst cannot overrun ``OV_MAX_QUEUE``; requests waiting for a load hold
-slots too. The :class:`Lease` it returns keeps the model loaded from then
-until the request's last byte.
+slots too. A request whose model must first take another's place (a swap) waits in the
+swap queue instead, ``OV_MAX_SWAP_QUEUE`` requests at most, whatever their models. The
+:class:`Lease` it returns keeps the model loaded from then until the engine's work for the
+request is over (a generation's outputs may still be on their way to a slow client).
 
 Loading makes room first: when ``OV_MAX_LOADED_MODELS`` are loaded, the least recently
 used model that no request holds is unloaded (its engine process exits, so its memory
@@ -74,6 +76,7 @@ class ModelSlot:
     resolved: ResolvedModel
     supervisor: Supervisor | None = None
     leases: int = 0  # admitted requests: waiting for the model, or using it
+    swapping: int = 0  # leases waiting for the model to take another's place (the swap queue)
     active: int = 0  # leases that hold the loaded engine
     admitted: int = 0  # leases ever taken: each lease's number
     # Draining: leases numbered below the cutoff are still served; ``entitled`` of them remain.
@@ -104,14 +107,15 @@ class ModelSlot:
 
 
 class Lease:
-    """A request's hold on one model, from admission to its last byte."""
+    """A request's hold on one model, from admission to the end of the engine's work."""
 
-    def __init__(self, manager: ModelManager, slot: ModelSlot) -> None:
+    def __init__(self, manager: ModelManager, slot: ModelSlot, *, swapping: bool) -> None:
         self._manager = manager
         self.slot = slot
         self.number = slot.admitted
         self._active = False
         self._released = False
+        self.swapping = swapping  # in the swap queue until the model is its
 
     @property
     def name(self) -> str:
@@ -121,13 +125,21 @@ class Lease:
         """The loaded model, loading it (and making room) first; bound it with a timeout."""
         loaded = await self._manager._acquire(self.slot, self.number)
         self._active = True
+        self._leave_swap_queue()
         return loaded
+
+    def _leave_swap_queue(self) -> None:
+        if self.swapping:
+            self.swapping = False
+            self._manager._swap_waiting -= 1
+            self.slot.swapping -= 1
 
     def release(self, *, completed: bool = False) -> None:
         """Ends the hold; safe to call more than once. ``completed`` feeds Retry-After."""
         if self._released:
             return
         self._released = True
+        self._leave_swap_queue()
         self._manager._release(self.slot, self.number, active=self._active, completed=completed)
 
 
@@ -148,6 +160,7 @@ class ModelManager:
         self._changed = asyncio.Event()
         self._idle_task: asyncio.Task[None] | None = None
         self._unloading: set[asyncio.Task[None]] = set()
+        self._swap_waiting = 0  # requests in the swap queue, every model's
         # Names are the clients' to choose: a set of them would grow without bound.
         self._fallback_logged = False
 
@@ -191,14 +204,35 @@ class ModelManager:
                 slot.supervisor.check()
             except EngineUnavailable as exc:
                 raise errors.unavailable(str(exc), retry_after=exc.retry_after) from None
-        if slot.leases >= self.settings.max_queue:
-            excess = slot.leases - self.settings.max_queue + 1
+        # A request whose model must first take another's place waits for that swap in a
+        # queue of its own: refusing it (the model's queue is full of requests for its
+        # previous turn, or of others waiting for the same swap) would refuse every burst
+        # that alternates between models, though each would be answered in its turn.
+        swapping = self._must_swap(slot)
+        if swapping:
+            if self._swap_waiting >= self.settings.max_swap_queue:
+                raise errors.overloaded(name, retry_after=max(5, slot.retry_after(1)))
+        elif slot.leases - slot.swapping >= self.settings.max_queue:
+            excess = slot.leases - slot.swapping - self.settings.max_queue + 1
             raise errors.overloaded(name, retry_after=slot.retry_after(excess))
-        lease = Lease(self, slot)
+        lease = Lease(self, slot, swapping=swapping)
+        if swapping:
+            self._swap_waiting += 1
+            slot.swapping += 1
         slot.leases += 1
         slot.admitted += 1
         slot.last_used = time.monotonic()
         return lease
+
+    def _must_swap(self, slot: ModelSlot) -> bool:
+        """Whether a request admitted now waits for ``slot`` to take another model's place:
+        it is making way itself (the request comes after its cutoff), or it is not loaded
+        and every place is taken."""
+        if slot.drain_cutoff is not None:
+            return True
+        if slot.loaded:
+            return False
+        return sum(s.loaded for s in self._slots.values()) >= self.settings.max_loaded_models
 
     def _release(self, slot: ModelSlot, number: int, *, active: bool, completed: bool) -> None:
         slot.leases -= 1

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         32, ge=1, le=4096, description="Requests per model waiting or running before 429."
     )
+    max_swap_queue: int = Field(
+        256,
+        ge=0,
+        le=65536,
+        description="Requests waiting, server-wide, for their model to take another's place "
+        "(OV_MAX_LOADED_MODELS reached) before 429; they do not count against OV_MAX_QUEUE.",
+    )
     max_batch: int = Field(
         8, ge=1, le=256, description="Sequences one model generates at the same time."
     )
