@@ -154,6 +154,8 @@ def swapping(server_factory: Any, tiny_registry: dict[str, dict[str, Any]]) -> L
         OV_MAX_LOADED_MODELS="1",
         OV_MAX_QUEUE="8",
         OV_SEND_TIMEOUT_SECONDS="2",
+        # Only the stop's own timeout may end a frozen engine here, not the stall watchdog.
+        OV_ENGINE_STALL_SECONDS="300",
     )
 
 
@@ -212,6 +214,33 @@ def test_alternating_bursts_for_two_models_wait_for_their_swap(swapping: LiveSer
             time.sleep(0.2)
         statuses = [future.result().status_code for future in futures]
     assert statuses == [200] * 24, statuses
+
+
+def test_an_unload_is_finished_though_the_request_that_began_it_left(
+    swapping: LiveServer,
+) -> None:
+    """The model making way is frozen, so its stop takes the whole stop timeout (10 s); the
+    request that needs the room leaves meanwhile. The stop still ends the old engine."""
+    assert chat(swapping, "tiny-int8", max_tokens=2).status_code == 200
+    pid = engine_of(swapping, "tiny-int8")["pid"]
+    unloads = swapping.log().count("model unloaded name=tiny-int8")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{swapping.v1}/chat/completions",
+                json={"model": "tiny-fp16", "messages": HELLO, "max_tokens": 2},
+                timeout=httpx.Timeout(30, read=1),
+            )
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 60, "the old engine ends")
+        wait_until(
+            lambda: swapping.log().count("model unloaded name=tiny-int8") > unloads,
+            10,
+            "the unload is logged",
+        )
+    finally:
+        if os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGCONT)
 
 
 # ---------------------------------------------------------------- shutdown
