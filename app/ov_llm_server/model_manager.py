@@ -227,11 +227,14 @@ class ModelManager:
     def _must_swap(self, slot: ModelSlot) -> bool:
         """Whether a request admitted now waits for ``slot`` to take another model's place:
         it is making way itself (the request comes after its cutoff), or it is not loaded
-        and every place is taken."""
+        and every place is taken or a swap is under way (the load lock is held only while
+        models make way)."""
         if slot.drain_cutoff is not None:
             return True
         if slot.loaded:
             return False
+        if self._load_lock.locked() or self._unloading:
+            return True
         return sum(s.loaded for s in self._slots.values()) >= self.settings.max_loaded_models
 
     def _release(self, slot: ModelSlot, number: int, *, active: bool, completed: bool) -> None:
