@@ -28,7 +28,6 @@ from tiny_encoders import (
     QUERIES,
     reference_embeddings,
     reference_scores,
-    score_tolerance,
 )
 from tolerances import order_agrees, score_tolerance
 
@@ -307,10 +306,15 @@ def test_rerank_of_both_segment_conventions_matches_transformers(
                 tiny_encoders[f"{name}/hf"], query, DOCUMENTS, fp16_weights=True
             )
             results = response.json()["results"]
-            assert [r["index"] for r in results] == list(np.argsort(expected)[::-1])
-            scores = [r["relevance_score"] for r in results]
-            in_order = [expected[r["index"]] for r in results]
-            np.testing.assert_allclose(scores, in_order, rtol=score_tolerance(), atol=0)
+            # f32 agrees with transformers to about 1e-6 (summation order only): 1e-4, plus
+            # the rounding of the precision the card says the reranker computes in.
+            precision = httpx.get(f"{live.v1}/models/{model}").json()["precision"]
+            tolerance = score_tolerance(precision, base=1e-4)
+            scores = [0.0] * len(DOCUMENTS)
+            for result in results:
+                scores[result["index"]] = result["relevance_score"]
+            assert order_agrees(scores, expected, tolerance)
+            np.testing.assert_allclose(scores, expected, rtol=tolerance, atol=0)
 
 
 # ---------------------------------------------------------------- kinds

@@ -34,7 +34,6 @@ from tiny_encoders import (
     reference_embeddings,
     reference_model,
     reference_scores,
-    score_tolerance,
 )
 from tolerances import order_agrees, score_tolerance
 
@@ -420,11 +419,14 @@ def test_reranker_ir_takes_what_transformers_feeds(
 
 @pytest.mark.slow
 def test_rerank_without_segment_ids_matches_transformers(tiny_encoders: dict[str, Path]) -> None:
-    model = RerankModel(tiny_encoders["reranker-no-segments/fp16"], "CPU")
+    path = tiny_encoders["reranker-no-segments/fp16"]
+    model = RerankModel(path, "CPU", properties=hint_properties("f32"))
     assert not model.config.token_type_ids
+    # f32 agrees with transformers to about 1e-6 (summation order only).
+    tolerance = score_tolerance("f32", base=1e-4)
     for query in QUERIES:
         scores = model.score(query, DOCUMENTS).scores
         hf = tiny_encoders["reranker-no-segments/hf"]
         expected = reference_scores(hf, query, DOCUMENTS, fp16_weights=True)
         assert np.argsort(scores).tolist() == np.argsort(expected).tolist()
-        np.testing.assert_allclose(scores, expected, rtol=score_tolerance(), atol=0)
+        np.testing.assert_allclose(scores, expected, rtol=tolerance, atol=0)

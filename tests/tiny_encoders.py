@@ -302,18 +302,6 @@ def reference_scores(
     return [float(x) for x in torch.sigmoid(logits)]
 
 
-def score_tolerance() -> float:
-    """The relative tolerance of a served score against ``reference_scores(...,
-    fp16_weights=True)``, by the CPU plugin's default inference precision. In f32 the two
-    agree to about 1e-6 (measured: 4e-7 at most over the sample queries; summation order
-    only), so 1e-4 is two orders of margin. bf16 keeps 8 bits of each activation (not
-    measured here: these machines run f32)."""
-    import openvino as ov
-
-    precision = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
-    return 1e-4 if precision == "f32" else 0.05
-
-
 # ---------------------------------------------------------------- cache
 
 

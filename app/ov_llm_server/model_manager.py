@@ -4,8 +4,10 @@ Runs in the HTTP process. :meth:`ModelManager.admit` resolves a requested name (
 registry entry, or the fallback model), refuses a model of another kind than the endpoint
 serves (the registry's task decides), and takes a queue slot for it synchronously, before
 any ``await``, so a burst cannot overrun ``OV_MAX_QUEUE``; requests waiting for a load hold
-slots too. The :class:`Lease` it returns keeps the model loaded from then
-until the request's last byte.
+slots too. A request whose model must first take another's place (a swap) waits in the
+swap queue instead, ``OV_MAX_SWAP_QUEUE`` requests at most, whatever their models. The
+:class:`Lease` it returns keeps the model loaded from then until the engine's work for the
+request is over (a generation's outputs may still be on their way to a slow client).
 
 Loading makes room first: when ``OV_MAX_LOADED_MODELS`` are loaded, the least recently
 used model that no request holds is unloaded (its engine process exits, so its memory
@@ -75,7 +77,7 @@ class ModelSlot:
     resolved: ResolvedModel
     supervisor: Supervisor | None = None
     leases: int = 0  # admitted requests: waiting for the model, or using it
-    active: int = 0  # leases that hold the loaded engine
+    swapping: int = 0  # leases waiting for the model to take another's place (the swap queue)
     admitted: int = 0  # leases ever taken: each lease's number
     # Draining: leases numbered below the cutoff are still served; ``entitled`` of them remain.
     drain_cutoff: int | None = None
@@ -105,15 +107,17 @@ class ModelSlot:
 
 
 class Lease:
-    """A request's hold on one model, from admission to its last byte."""
+    """A request's hold on one model, from admission to the end of the engine's work."""
 
-    def __init__(self, manager: ModelManager, slot: ModelSlot, resolved: ResolvedModel) -> None:
+    def __init__(
+        self, manager: ModelManager, slot: ModelSlot, resolved: ResolvedModel, *, swapping: bool
+    ) -> None:
         self._manager = manager
         self.slot = slot
         self.resolved = resolved
         self.number = slot.admitted
-        self._active = False
         self._released = False
+        self.swapping = swapping  # in the swap queue until the model is its
 
     @property
     def name(self) -> str:
@@ -122,15 +126,22 @@ class Lease:
     async def model(self) -> LoadedModel:
         """The loaded model, loading it (and making room) first; bound it with a timeout."""
         engine = await self._manager._acquire(self.slot, self.number)
-        self._active = True
+        self._leave_swap_queue()
         return LoadedModel(self.resolved.name, self.resolved.entry, engine)
+
+    def _leave_swap_queue(self) -> None:
+        if self.swapping:
+            self.swapping = False
+            self._manager._swap_waiting -= 1
+            self.slot.swapping -= 1
 
     def release(self, *, completed: bool = False) -> None:
         """Ends the hold; safe to call more than once. ``completed`` feeds Retry-After."""
         if self._released:
             return
         self._released = True
-        self._manager._release(self.slot, self.number, active=self._active, completed=completed)
+        self._leave_swap_queue()
+        self._manager._release(self.slot, self.number, completed=completed)
 
 
 class ModelManager:
@@ -149,6 +160,8 @@ class ModelManager:
         self._load_lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._idle_task: asyncio.Task[None] | None = None
+        self._unloading: set[asyncio.Task[None]] = set()
+        self._swap_waiting = 0  # requests in the swap queue, every model's
         # Names are the clients' to choose: a set of them would grow without bound.
         self._fallback_logged = False
 
@@ -194,19 +207,41 @@ class ModelManager:
                 slot.supervisor.check()
             except EngineUnavailable as exc:
                 raise errors.unavailable(str(exc), retry_after=exc.retry_after) from None
-        if slot.leases >= self.settings.max_queue:
-            excess = slot.leases - self.settings.max_queue + 1
+        # A request whose model must first take another's place waits for that swap in a
+        # queue of its own: refusing it (the model's queue is full of requests for its
+        # previous turn, or of others waiting for the same swap) would refuse every burst
+        # that alternates between models, though each would be answered in its turn.
+        swapping = self._must_swap(slot)
+        if swapping:
+            if self._swap_waiting >= self.settings.max_swap_queue:
+                raise errors.overloaded(name, retry_after=max(5, slot.retry_after(1)))
+        elif slot.leases - slot.swapping >= self.settings.max_queue:
+            excess = slot.leases - slot.swapping - self.settings.max_queue + 1
             raise errors.overloaded(name, retry_after=slot.retry_after(excess))
-        lease = Lease(self, slot, resolved)
+        lease = Lease(self, slot, resolved, swapping=swapping)
+        if swapping:
+            self._swap_waiting += 1
+            slot.swapping += 1
         slot.leases += 1
         slot.admitted += 1
         slot.last_used = time.monotonic()
         return lease
 
-    def _release(self, slot: ModelSlot, number: int, *, active: bool, completed: bool) -> None:
+    def _must_swap(self, slot: ModelSlot) -> bool:
+        """Whether a request admitted now waits for ``slot`` to take another model's place:
+        it is making way itself (the request comes after its cutoff), or it is not loaded
+        and every place is taken or a swap is under way (the load lock is held only while
+        models make way)."""
+        if slot.drain_cutoff is not None:
+            return True
+        if slot.loaded:
+            return False
+        if self._load_lock.locked() or self._unloading:
+            return True
+        return sum(s.loaded for s in self._slots.values()) >= self.settings.max_loaded_models
+
+    def _release(self, slot: ModelSlot, number: int, *, completed: bool) -> None:
         slot.leases -= 1
-        if active:
-            slot.active -= 1
         if _entitled(slot, number):
             slot.entitled -= 1
         if completed:
@@ -262,7 +297,6 @@ class ModelManager:
                 ) from exc
             if slot.supervisor is not supervisor:
                 continue  # unloaded while this request waited
-            slot.active += 1
             return engine
 
     def _start(self, slot: ModelSlot) -> None:
@@ -308,6 +342,8 @@ class ModelManager:
 
     async def _make_room(self, wanted: ModelSlot) -> None:
         """Unloads models until ``wanted`` fits under the limit (called under the load lock)."""
+        if self._unloading:  # stops whose callers left: their memory is not free yet
+            await asyncio.wait(self._unloading)
         while sum(s.loaded for s in self._slots.values()) >= self.settings.max_loaded_models:
             others = sorted(
                 (s for s in self._slots.values() if s.loaded and s is not wanted),
@@ -355,15 +391,25 @@ class ModelManager:
     # ------------------------------------------------------------ unloading
 
     async def unload(self, slot: ModelSlot, reason: str) -> None:
+        """Stops the model's engine. The stop runs in a task of its own: a caller cancelled
+        meanwhile (a request whose client left) does not leave a process half stopped."""
         supervisor, slot.supervisor = slot.supervisor, None
         if supervisor is None:
             return
-        await supervisor.stop()
-        self.metrics.forget_model(slot.name)
-        if slot.leases == 0:
-            self._slots.pop(slot.resolved.key, None)
-        log.info("model unloaded name=%s reason=%s", slot.name, reason)
-        self._pulse()
+        task = asyncio.create_task(self._stop(slot, supervisor, reason), name=f"unload-{slot.name}")
+        self._unloading.add(task)
+        task.add_done_callback(self._unloading.discard)
+        await asyncio.shield(task)
+
+    async def _stop(self, slot: ModelSlot, supervisor: Supervisor, reason: str) -> None:
+        try:
+            await supervisor.stop()
+        finally:
+            self.metrics.forget_model(slot.name)
+            if slot.leases == 0 and slot.supervisor is None:
+                self._slots.pop(slot.resolved.key, None)
+            log.info("model unloaded name=%s reason=%s", slot.name, reason)
+            self._pulse()
 
     def start_idle_unloader(self) -> None:
         if self.settings.idle_unload_seconds > 0:
@@ -379,10 +425,15 @@ class ModelManager:
                     await self.unload(slot, reason=f"idle {idle:.0f}s")
 
     async def close(self) -> None:
+        """Stops every engine at once: one after another, their stop timeouts would add up
+        past the service manager's stop timeout."""
         if self._idle_task is not None:
             self._idle_task.cancel()
-        for slot in self.slots():
-            await self.unload(slot, reason="shutdown")
+        await asyncio.gather(
+            *(self.unload(slot, reason="shutdown") for slot in self.slots()),
+            *self._unloading,
+            return_exceptions=True,
+        )
 
 
 def slot_key(path: Path, entry: ModelEntry | None, settings: Settings) -> str:

@@ -147,6 +147,7 @@ def _engine_counts(slot: ModelSlot) -> dict[str, Any]:
         "state": supervisor.state.value,
         "device": supervisor.device,
         "in_flight": slot.leases,
+        "engine_requests": supervisor.engine.in_flight if supervisor.engine is not None else 0,
         "restarts": supervisor.restarts,
     }
 

@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         32, ge=1, le=4096, description="Requests per model waiting or running before 429."
     )
+    max_swap_queue: int = Field(
+        256,
+        ge=0,
+        le=65536,
+        description="Requests waiting, server-wide, for their model to take another's place "
+        "(OV_MAX_LOADED_MODELS reached) before 429; they do not count against OV_MAX_QUEUE.",
+    )
     max_batch: int = Field(
         8, ge=1, le=256, description="Sequences one model generates at the same time."
     )
@@ -116,6 +123,13 @@ class Settings(BaseSettings):
         le=86400,
         description="Deadline of one request, end to end (waiting for a model included); "
         "past it the request ends with an error.",
+    )
+    send_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="Longest a stream waits for its client to take the next bytes; past it "
+        "(or past the request's deadline) the stream is abandoned and its connection closed.",
     )
     engine_load_timeout_seconds: float = Field(
         600, gt=0, description="Longest an engine process may take to load its model."

@@ -71,9 +71,25 @@ class _Pending:
         self._queue: asyncio.Queue[Output | Reply | BaseException] = asyncio.Queue()
         self.done = False
         self.cancelled = False  # asked by this side: its "cancelled" finish is no failure
+        # The engine's work for it is over (its last item arrived), read or not.
+        self.finished = False
+        self._on_finish: Callable[[], None] | None = None
 
     def _put(self, item: Output | Reply | BaseException) -> None:
         self._queue.put_nowait(item)
+        last = not isinstance(item, Output) or item.finish is not None
+        if last and not self.finished:
+            self.finished = True
+            if self._on_finish is not None:
+                self._on_finish()
+
+    def when_finished(self, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once the engine's work for it is over (now, if it is), however
+        slowly its outputs are read."""
+        if self.finished:
+            callback()
+        else:
+            self._on_finish = callback
 
     async def _next(self) -> Output | Reply:
         item = await self._queue.get()

@@ -108,9 +108,12 @@ class Service:
         lease: Lease,
         deadline: float,
         submit: Callable[[LoadedModel], Awaitable[T]],
+        *,
+        discard: Callable[[T], None] | None = None,
     ) -> T | None:
         """The model, then ``submit(model)``, within the deadline; stopped when the client
-        leaves (None, the record ended with 499). A failure ends the record and is raised."""
+        leaves (None, the record ended with 499). A failure ends the record and is raised.
+        ``discard`` undoes a submission that succeeded as this request was cancelled."""
         # A client may leave while its request waits for a model load or for room: stop
         # waiting for it then, not when the engine would have started on it.
         work = asyncio.ensure_future(self._within(lease, record, deadline, submit))
@@ -119,6 +122,9 @@ class Service:
             await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # this request itself was cancelled (shutdown)
             work.cancel()
+            if discard is not None and work.done() and not work.cancelled():
+                if work.exception() is None:
+                    discard(work.result())
             self.end(record, lease, None, None, status=499)
             raise
         finally:

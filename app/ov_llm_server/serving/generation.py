@@ -12,12 +12,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, ClassVar, Protocol
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.types import Message, Send
 
 from .. import errors
 from ..engine.client import EngineGone, RequestStream
@@ -80,19 +81,37 @@ class GenerationService(Service):
         async def submit(model: LoadedModel) -> tuple[RequestStream, Answer]:
             return await self._submit(body, model, record)
 
-        ready = await self.until_ready(request, record, lease, deadline, submit)
+        ready = await self.until_ready(
+            request, record, lease, deadline, submit, discard=lambda ready: ready[0].cancel()
+        )
         if ready is None:
             return Response(status_code=499)
         stream, answer = ready
         timer = asyncio.get_running_loop().call_at(deadline, stream.abort, DeadlinePassed())
+        # The queue slot is the engine's: a client slow to read what is already made holds
+        # a connection, not the model.
+        stream.when_finished(lambda: lease.release(completed=record.status == 200))
 
         def end() -> None:
             self.end(record, lease, stream, timer)
 
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
+
+            def stalled() -> None:
+                log.warning(
+                    "request %s: the client took nothing for %.0fs (or past the deadline): "
+                    "stream abandoned",
+                    record.request_id,
+                    self.settings.send_timeout_seconds,
+                )
+                record.status = 499
+
+            return PacedStream(
                 self._sse(stream, answer, record, include_usage, end),
+                send_timeout=self.settings.send_timeout_seconds,
+                deadline=deadline,
+                on_stall=stalled,
                 media_type="text/event-stream",
                 headers=SSE_HEADERS,
                 # Runs even when the client left before the stream started.
@@ -135,9 +154,17 @@ class GenerationService(Service):
         build, make_answer = self.work(body, model)
         try:
             stream = model.engine.generate(build)
+        except EngineGone as exc:
+            raise failure(exc, model.name) from exc
+        try:
             accepted = await stream.accepted()
         except EngineGone as exc:
             raise failure(exc, model.name) from exc
+        except BaseException:
+            # The client left or the deadline passed before the engine took it: without
+            # this, the engine would generate for nobody, outside every queue limit.
+            stream.cancel()
+            raise
         if accepted.finish is not None:  # refused: the template, the budget, GenAI itself
             if accepted.code is not None:
                 param = self.refusal_params.get(accepted.code, self.prompt_param)
@@ -213,7 +240,7 @@ class GenerationService(Service):
         record: Record,
         include_usage: bool,
         end: Callable[[], None],
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str]:
         head = (
             f'{{"id":"{record.completion_id}","object":"{answer.chunk_object}",'
             f'"created":{record.created},"model":{json.dumps(record.model)},"choices":'
@@ -250,6 +277,56 @@ class GenerationService(Service):
             yield DONE
         finally:
             end()
+
+
+class _Stalled(Exception):
+    """The client took nothing within the send timeout."""
+
+
+class PacedStream(StreamingResponse):
+    """A stream that gives up on a client that stops reading.
+
+    Without a bound, a send waits for the socket to drain for ever: the response, its
+    buffered outputs and its connection would stay as long as the client keeps the
+    connection open. Past ``send_timeout`` without progress (or past the request's
+    ``deadline``) the stream ends unfinished: ``on_stall`` runs, the body is closed, and
+    the server closes the connection, as it does for any response left unfinished.
+    """
+
+    def __init__(
+        self,
+        content: AsyncGenerator[str],
+        *,
+        send_timeout: float,
+        deadline: float,
+        on_stall: Callable[[], None],
+        media_type: str,
+        headers: dict[str, str],
+        background: BackgroundTask,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers, background=background)
+        self._content = content
+        self._send_timeout = send_timeout
+        self._deadline = deadline
+        self._on_stall = on_stall
+
+    async def stream_response(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+
+        async def paced(message: Message) -> None:
+            give_up = min(loop.time() + self._send_timeout, self._deadline)
+            try:
+                async with asyncio.timeout_at(give_up):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+
+        try:
+            await super().stream_response(paced)
+        except _Stalled:
+            self._on_stall()
+        finally:
+            await self._content.aclose()
 
 
 def sampling(
