@@ -155,7 +155,7 @@ def test_engine_killed_mid_stream(tiny: LiveServer, sig: signal.Signals) -> None
     assert data[-1] == "[DONE]"
     assert '"error"' in data[-2] and "engine_restarting" in data[-2], data[-3:]
     assert sig.name in data[-2]
-    assert seconds < 2, seconds
+    assert seconds < 10, seconds  # at once, not after a stall limit or a reload
     tiny.wait_for_log(f"was killed by {sig.name}")
     after = wait_for_state(tiny, "ready", restarts + 1)
     assert sig.name in after["last_error"]
@@ -170,7 +170,7 @@ def test_engine_killed_mid_request(tiny: LiveServer, gate: Path, sig: signal.Sig
     assert error["code"] == "engine_restarting"
     assert sig.name in error["message"]
     assert int(response.headers["retry-after"]) >= 1
-    assert seconds < 2, seconds
+    assert seconds < 10, seconds  # at once, not after a stall limit or a reload
     wait_for_state(tiny, "ready", restarts + 1)
     assert answer(chat(tiny, ASK)) == HELLO["answer"]
 
@@ -205,7 +205,7 @@ def test_a_stalled_engine_is_killed_and_replaced(
     started = time.monotonic()
     response = chat(live, ASK)
     error_of(response, 503)
-    assert time.monotonic() - started < 1.5 + 2
+    assert time.monotonic() - started < 1.5 + 8  # within the stall limit and a round
     live.wait_for_log("has not answered for")
     after = wait_for_state(live, "ready", 1)
     assert after["pid"] != pid
@@ -238,7 +238,7 @@ def test_a_fault_in_each_stage_ends_the_request_and_replaces_the_engine(
     faults.write_text(stage, encoding="utf-8")
     started = time.monotonic()
     response = chat(live, another(ASK))
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 10  # at once, not after the 30 s stall limit
     error = error_of(response, response.status_code)
     assert response.status_code in (500, 503), response.text
     assert stage in error["message"] or "restarting" in error["message"], error
@@ -357,7 +357,7 @@ def test_the_deadline_ends_a_request_and_a_stream(server_factory: Any, smollm2_g
     started = time.monotonic()
     error = error_of(chat(live, body), 504)
     assert error["code"] == "request_timeout"
-    assert time.monotonic() - started < 3 + 2
+    assert time.monotonic() - started < 3 + 8  # the deadline, not the 2000 tokens
     with httpx.stream(
         "POST", f"{live.v1}/chat/completions", json={**body, "stream": True}, timeout=30
     ) as response:
@@ -580,6 +580,11 @@ def test_a_stalled_event_loop_does_not_kill_a_healthy_engine(
         try:
             time.sleep(3)  # this loop stalls; the engine meanwhile sends its heartbeats
             await asyncio.sleep(2.5)  # the watchdog's rounds after the stall
+            assert engine.alive and not exits
+            # Whether the watchdog or the reader runs first after a stall is the loop's
+            # choice; a reader that never catches up decides it: the engine still spoke.
+            engine._tasks[0].cancel()
+            await asyncio.sleep(3)
             assert engine.alive and not exits
         finally:
             await engine.stop()
