@@ -86,6 +86,7 @@ def test_engines_and_the_doctor_do_without_the_key(
     names = {entry.split(b"=", 1)[0] for entry in environ.split(b"\0")}
     assert b"OV_API_KEY" not in names and b"s3cret" not in environ
     assert b"OV_DEVICE" in names  # the rest of the environment is there
+    (tmp_path / "key").write_text("s3cret-key-value\n", encoding="utf-8")
     monkeypatch.setenv("OV_API_KEY", "s3cret-key-value")
     monkeypatch.setenv("OV_API_KEY_FILE", str(tmp_path / "key"))
     env = doctor_env(Settings(device="CPU"))
