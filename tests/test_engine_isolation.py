@@ -596,7 +596,7 @@ def test_an_unreadable_message_fails_the_engine_at_once(faulty: tuple[LiveServer
     live, faults = faulty
     before = wait_for_state(live, "ready")
     faults.write_text(GARBLE, encoding="utf-8")  # its next message (a heartbeat) is garbage
-    after = wait_for_state(live, "ready", before["restarts"] + 1, timeout=20)
+    after = wait_for_state(live, "ready", before["restarts"] + 1)
     assert "could not read" in after["last_error"]
     live.wait_for_log("unreadable message; killing it")
     assert answer(chat(live, ASK)) == HELLO["answer"]
