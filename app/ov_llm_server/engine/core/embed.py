@@ -4,7 +4,9 @@ Every request waiting at a step rides in one pipeline call of up to
 ``EngineConfig.encoder_batch`` inputs, in their order: one ``embed_documents`` call embeds
 them all while one tokenizer call counts their tokens, and a request with an over-length
 input ends alone (400). A request larger than a batch is served over several steps, so that
-no step outlasts the engine's stall limit, and is answered once its last input is in.
+no step outlasts the engine's stall limit, and is answered once its last input is in. When
+the batched call fails, each of its requests runs again alone (``runner.survivors``): one bad
+input fails only its own request.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 GenAI's ``TextRerankPipeline.rerank`` takes one query per call, so requests do not share a
 call: a step scores up to ``EngineConfig.encoder_batch`` documents of the waiting requests,
 in their order, one call per request. A request with more documents is served over several
-steps, so that no step outlasts the engine's stall limit.
+steps, so that no step outlasts the engine's stall limit. A call that fails fails only its own
+request (``runner.survivors``).
 """
 
 from __future__ import annotations
