@@ -259,7 +259,7 @@ def test_rerank_matches_transformers(
         assert [r["document"]["text"] for r in body["results"]] == [
             DOCUMENTS[r["index"]] for r in body["results"]
         ]
-        assert body["usage"]["total_tokens"] > 0 and body["model"] == "rr"
+        assert body["usage"]["total_tokens"] > 0 and body["model"] == model
 
 
 def test_rerank_top_n_objects_and_no_documents(live: LiveServer) -> None:
@@ -353,6 +353,7 @@ def test_cards_and_health_show_each_kind(live: LiveServer) -> None:
         "emb": "embedding",
         "emb-cls": "embedding",
         "rr": "rerank",
+        "rr-bf16": "rerank",
         "tiny-int8": "chat",
     }
     assert cards["emb"]["max_model_len"] == MAX_SEQ_LENGTH == cards["rr"]["max_model_len"]

@@ -8,11 +8,16 @@ replace the engine, and answer the next request exactly.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
+import itertools
 import os
+import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +25,25 @@ import httpx
 import pytest
 
 from live_server import LiveServer
-from ov_llm_server.engine.core.faults import STAGES
+from ov_llm_server.engine.client import EngineProcess
+from ov_llm_server.engine.core.faults import GARBLE, STAGES
+from ov_llm_server.engine.messages import Embed, EngineConfig
+from ov_llm_server.engine.quarantine import Quarantine, fingerprint
 from tiny_model import DIALOGUES
 
 HELLO = DIALOGUES["D_HELLO"]
 ASK = {"model": "tiny-int8", "messages": HELLO["messages"]}
 # About three seconds of generation on two cores: time to break things in the middle.
 LONG = {**ASK, "max_tokens": 2000, "ignore_eos": True}
+_seeds = itertools.count(1)
+
+
+def another(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as a request never sent before (another seed): a request in flight at two
+    engine deaths is refused as one that crashes engines, so each death gets its own."""
+    return {**body, "seed": next(_seeds)}
+
+
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 SMOL_CAPITAL = "The capital of France is Paris."
 
@@ -76,8 +93,25 @@ def sse_data(lines: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny(server_factory: Any, tiny_registry: dict[str, dict[str, Any]]) -> LiveServer:
-    live = server_factory({"tiny-int8": tiny_registry["tiny-int8"]})
+def gate(tmp_path_factory: Any) -> Iterator[Path]:
+    """The engines' gate file (faults.py): while it names a stage, they wait there."""
+    path = tmp_path_factory.mktemp("gate") / "gate"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def held(gate: Path, stage: str) -> Iterator[None]:
+    gate.write_text(stage, encoding="utf-8")
+    try:
+        yield
+    finally:
+        gate.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(server_factory: Any, tiny_registry: dict[str, dict[str, Any]], gate: Path) -> LiveServer:
+    live = server_factory({"tiny-int8": tiny_registry["tiny-int8"]}, OV_ENGINE_GATE_FILE=str(gate))
     assert answer(chat(live, ASK)) == HELLO["answer"]
     return live
 
@@ -85,7 +119,7 @@ def tiny(server_factory: Any, tiny_registry: dict[str, dict[str, Any]]) -> LiveS
 def kill_mid_stream(live: LiveServer, sig: signal.Signals) -> tuple[list[str], float]:
     """Streams a long answer, sends ``sig`` to the engine after the first token."""
     pid = wait_for_state(live, "ready")["pid"]
-    body = {**LONG, "stream": True}
+    body = {**another(LONG), "stream": True}
     with httpx.stream("POST", f"{live.v1}/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
@@ -96,15 +130,17 @@ def kill_mid_stream(live: LiveServer, sig: signal.Signals) -> tuple[list[str], f
     return received, time.monotonic() - killed
 
 
-def kill_mid_request(live: LiveServer, sig: signal.Signals) -> tuple[httpx.Response, float]:
-    """Sends a long non-streaming request and ``sig`` to the engine while it runs."""
+def kill_mid_request(
+    live: LiveServer, gate: Path, sig: signal.Signals
+) -> tuple[httpx.Response, float]:
+    """Sends a non-streaming request and ``sig`` to the engine while it holds the request
+    (at its step, by the gate: however fast the machine, the request is not done)."""
     pid = wait_for_state(live, "ready")["pid"]
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        future = pool.submit(chat, live, LONG)
+    with held(gate, "step"), concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(chat, live, another(ASK))
         deadline = time.monotonic() + 30
         while engine_of(live)["in_flight"] == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
-        time.sleep(0.3)  # well into generation
         os.kill(pid, sig)
         killed = time.monotonic()
         response = future.result()
@@ -119,7 +155,7 @@ def test_engine_killed_mid_stream(tiny: LiveServer, sig: signal.Signals) -> None
     assert data[-1] == "[DONE]"
     assert '"error"' in data[-2] and "engine_restarting" in data[-2], data[-3:]
     assert sig.name in data[-2]
-    assert seconds < 2, seconds
+    assert seconds < 10, seconds  # at once, not after a stall limit or a reload
     tiny.wait_for_log(f"was killed by {sig.name}")
     after = wait_for_state(tiny, "ready", restarts + 1)
     assert sig.name in after["last_error"]
@@ -127,37 +163,34 @@ def test_engine_killed_mid_stream(tiny: LiveServer, sig: signal.Signals) -> None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
-def test_engine_killed_mid_request(tiny: LiveServer, sig: signal.Signals) -> None:
+def test_engine_killed_mid_request(tiny: LiveServer, gate: Path, sig: signal.Signals) -> None:
     restarts = wait_for_state(tiny, "ready")["restarts"]
-    response, seconds = kill_mid_request(tiny, sig)
+    response, seconds = kill_mid_request(tiny, gate, sig)
     error = error_of(response, 503)
     assert error["code"] == "engine_restarting"
     assert sig.name in error["message"]
     assert int(response.headers["retry-after"]) >= 1
-    assert seconds < 2, seconds
+    assert seconds < 10, seconds  # at once, not after a stall limit or a reload
     wait_for_state(tiny, "ready", restarts + 1)
     assert answer(chat(tiny, ASK)) == HELLO["answer"]
 
 
-def test_requests_during_a_restart_get_503_with_retry_after(tiny: LiveServer) -> None:
-    pid = wait_for_state(tiny, "ready")["pid"]
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    refused = None
-    while time.monotonic() < deadline:
-        response = chat(tiny, ASK)
-        if response.status_code == 503:
-            refused = response
-            break
-        time.sleep(0.01)
-    assert refused is not None, "no request saw the restart"
-    # Refused at the door while restarting, or admitted just before the kill was
-    # noticed and failed by the engine's death: both say so and when to retry.
-    assert error_of(refused, 503)["code"] in ("model_unavailable", "engine_restarting")
-    assert "restarting" in refused.json()["error"]["message"]
-    assert int(refused.headers["retry-after"]) >= 1
-    assert health(tiny)["status"] in ("degraded", "error")
-    wait_for_state(tiny, "ready")
+def test_requests_during_a_restart_get_503_with_retry_after(tiny: LiveServer, gate: Path) -> None:
+    before = wait_for_state(tiny, "ready")
+    with held(gate, "load"):  # the fresh engine waits before loading: restarting it stays
+        os.kill(before["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while engine_of(tiny)["restarts"] == before["restarts"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        refused = chat(tiny, ASK)
+        error = error_of(refused, 503)
+        assert error["code"] == "model_unavailable"
+        assert "restarting" in error["message"] and "SIGKILL" in error["message"]
+        assert int(refused.headers["retry-after"]) >= 1
+        status = health(tiny)
+        assert status["status"] == "error"  # its only model cannot answer now
+        assert any("restarting" in problem for problem in status["problems"])
+    wait_for_state(tiny, "ready", before["restarts"] + 1)
     assert answer(chat(tiny, ASK)) == HELLO["answer"]
 
 
@@ -172,7 +205,7 @@ def test_a_stalled_engine_is_killed_and_replaced(
     started = time.monotonic()
     response = chat(live, ASK)
     error_of(response, 503)
-    assert time.monotonic() - started < 1.5 + 2
+    assert time.monotonic() - started < 1.5 + 8  # within the stall limit and a round
     live.wait_for_log("has not answered for")
     after = wait_for_state(live, "ready", 1)
     assert after["pid"] != pid
@@ -204,8 +237,8 @@ def test_a_fault_in_each_stage_ends_the_request_and_replaces_the_engine(
     before = wait_for_state(live, "ready")
     faults.write_text(stage, encoding="utf-8")
     started = time.monotonic()
-    response = chat(live, {"model": "tiny-int8", "messages": HELLO["messages"]})
-    assert time.monotonic() - started < 2
+    response = chat(live, another(ASK))
+    assert time.monotonic() - started < 10  # at once, not after the 30 s stall limit
     error = error_of(response, response.status_code)
     assert response.status_code in (500, 503), response.text
     assert stage in error["message"] or "restarting" in error["message"], error
@@ -324,7 +357,7 @@ def test_the_deadline_ends_a_request_and_a_stream(server_factory: Any, smollm2_g
     started = time.monotonic()
     error = error_of(chat(live, body), 504)
     assert error["code"] == "request_timeout"
-    assert time.monotonic() - started < 3 + 2
+    assert time.monotonic() - started < 3 + 8  # the deadline, not the 2000 tokens
     with httpx.stream(
         "POST", f"{live.v1}/chat/completions", json={**body, "stream": True}, timeout=30
     ) as response:
@@ -332,3 +365,255 @@ def test_the_deadline_ends_a_request_and_a_stream(server_factory: Any, smollm2_g
     assert data[-1] == "[DONE]" and "request_timeout" in data[-2]
     assert engine_of(live)["in_flight"] == 0
     assert answer(chat(live, {"model": "smol", "messages": CAPITAL})) == SMOL_CAPITAL
+
+
+# ---------------------------------------------------------------- engines that cannot start
+
+
+def test_a_start_failure_ends_failed_with_the_reason_and_recovers(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"  # systemd's RuntimeDirectory= for the server
+    live = server_factory({"tiny-int8": tiny_registry["tiny-int8"]}, RUNTIME_DIRECTORY=str(run))
+    assert answer(chat(live, ASK)) == HELLO["answer"]
+    (sockets,) = run.iterdir()
+    assert sockets.stat().st_mode & 0o077 == 0
+    # The folder aged away (systemd-tmpfiles under /tmp): the next start makes it again.
+    shutil.rmtree(run)
+    before = engine_of(live)
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_for_state(live, "ready", before["restarts"] + 1)
+    assert answer(chat(live, ASK)) == HELLO["answer"]
+    # A file in its way: no socket, no engine. The model ends failed, and says why.
+    shutil.rmtree(run)
+    run.write_text("in the way", encoding="utf-8")
+    os.kill(engine_of(live)["pid"], signal.SIGKILL)
+    failed = wait_for_state(live, "failed", timeout=30)
+    assert "could not be started" in failed["last_error"] and str(run) in failed["last_error"]
+    status = health(live)
+    assert status["status"] == "error"
+    assert any("could not be started" in problem for problem in status["problems"])
+    refused = chat(live, ASK)
+    assert error_of(refused, 503)["code"] == "model_unavailable"
+    assert "could not be started" in refused.json()["error"]["message"]
+    retry_after = int(refused.headers["retry-after"])
+    assert 1 <= retry_after <= 5
+    run.unlink()
+    time.sleep(retry_after)
+    assert answer(chat(live, ASK)) == HELLO["answer"]
+    assert wait_for_state(live, "ready")["last_error"] is None
+
+
+# ---------------------------------------------------------------- requests that break a model
+
+POISON = "<<poison>>"
+
+
+@pytest.fixture(scope="module")
+def poisoned(
+    server_factory: Any,
+    tiny_registry: dict[str, dict[str, Any]],
+    encoder_registry: dict[str, dict[str, Any]],
+    gate: Path,
+) -> LiveServer:
+    registry = {"tiny-int8": tiny_registry["tiny-int8"], **encoder_registry}
+    return server_factory(
+        registry,
+        OV_ENGINE_POISON=POISON,
+        OV_ENGINE_GATE_FILE=str(gate),
+        OV_MAX_LOADED_MODELS="4",
+    )
+
+
+def poison_chat(words: str) -> dict[str, Any]:
+    return {"model": "tiny-int8", "messages": [{"role": "user", "content": f"{words} {POISON}"}]}
+
+
+def model_status(server: LiveServer, name: str) -> dict[str, Any]:
+    (model,) = [m for m in health(server)["loaded_models"] if m["name"] == name]
+    return dict(model)
+
+
+def test_a_poison_request_kills_its_engine_once(poisoned: LiveServer) -> None:
+    assert answer(chat(poisoned, ASK)) == HELLO["answer"]
+    before = model_status(poisoned, "tiny-int8")
+    body = poison_chat("alone")
+    error = error_of(chat(poisoned, body), 500)  # its pipeline step failed
+    assert "poison request" in error["message"]
+    restarts = before["restarts"] + 1
+    wait_for_restarts(poisoned, restarts)
+    # The only request of the step that failed: refused at once, the engine untouched.
+    for _ in range(3):
+        error = error_of(chat(poisoned, body), 400)
+        assert error["code"] == "poison_request" and error["param"] == "messages"
+        assert "crashed" in error["message"]
+    assert answer(chat(poisoned, ASK)) == HELLO["answer"]
+    assert model_status(poisoned, "tiny-int8")["restarts"] == restarts
+
+
+def test_a_request_in_flight_at_two_engine_deaths_is_refused(poisoned: LiveServer) -> None:
+    assert answer(chat(poisoned, ASK)) == HELLO["answer"]
+    wait = wait_for_restarts(poisoned)
+    body = poison_chat("shared")
+    bystander = another({**ASK, "max_tokens": 200, "ignore_eos": True})
+    # The poison and a bystander in one step: both suspect, neither refused yet.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with held(gate_of(poisoned), "step"):
+            future = pool.submit(chat, poisoned, bystander)
+            deadline = time.monotonic() + 30
+            while model_status(poisoned, "tiny-int8")["in_flight"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            poisoned_answer = pool.submit(chat, poisoned, body)
+            while model_status(poisoned, "tiny-int8")["in_flight"] < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.5)  # its message on its way to the engine, which holds the bystander
+        assert future.result().status_code in (500, 503)
+        assert poisoned_answer.result().status_code in (500, 503)
+    wait_for_restarts(poisoned, wait["restarts"] + 1)
+    # The bystander alone is served; the poison alone kills the engine a second time...
+    assert chat(poisoned, bystander).status_code == 200
+    assert chat(poisoned, body).status_code == 500
+    wait_for_restarts(poisoned, wait["restarts"] + 2)
+    # ... and no third.
+    assert error_of(chat(poisoned, body), 400)["code"] == "poison_request"
+    assert chat(poisoned, bystander).status_code == 200
+    assert model_status(poisoned, "tiny-int8")["restarts"] == wait["restarts"] + 2
+
+
+def gate_of(server: LiveServer) -> Path:
+    return Path(server.env["OV_ENGINE_GATE_FILE"])
+
+
+def wait_for_restarts(
+    server: LiveServer, restarts: int | None = None, name: str = "tiny-int8"
+) -> dict[str, Any]:
+    """The model once it is ready (after ``restarts`` restarts, if given)."""
+    deadline = time.monotonic() + 120
+    while True:
+        model = model_status(server, name)
+        if model["state"] == "ready" and restarts in (None, model["restarts"]):
+            return model
+        assert time.monotonic() < deadline, model
+        time.sleep(0.05)
+
+
+def test_a_poison_input_fails_alone_in_its_encoder_batch(poisoned: LiveServer) -> None:
+    url = f"{poisoned.v1}/embeddings"
+    assert httpx.post(url, json={"model": "emb", "input": ["warm"]}, timeout=60).status_code == 200
+    before = model_status(poisoned, "emb")
+    inputs = [["a cat"], ["a dog", f"a {POISON}"], ["a bird", "a fish"]]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        # The engine waits at its first request while the others queue: one batch for all.
+        with held(gate_of(poisoned), "receive"):
+            futures = [
+                pool.submit(httpx.post, url, json={"model": "emb", "input": texts}, timeout=60)
+                for texts in inputs
+            ]
+            deadline = time.monotonic() + 30
+            while model_status(poisoned, "emb")["in_flight"] < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            time.sleep(0.5)  # the last one's message on its way to the engine
+        responses = [future.result() for future in futures]
+    poisoned.wait_for_log("a model call for 3 requests failed")
+    assert [len(r.json()["data"]) for r in (responses[0], responses[2])] == [1, 2]
+    error = error_of(responses[1], 400)
+    assert error["code"] == "poison_request" and error["param"] == "input"
+    after = model_status(poisoned, "emb")
+    assert (after["pid"], after["restarts"]) == (before["pid"], before["restarts"])
+    # Reranking: each request has its own call; a bad one fails alone too.
+    rerank = f"{poisoned.v1}/rerank"
+    bad = {"model": "rr", "query": "q", "documents": ["a", POISON]}
+    error = error_of(httpx.post(rerank, json=bad, timeout=60), 400)
+    assert error["code"] == "poison_request" and error["param"] == "documents"
+    good = {"model": "rr", "query": "q", "documents": ["a", "b"]}
+    assert httpx.post(rerank, json=good, timeout=60).status_code == 200
+    assert model_status(poisoned, "rr")["restarts"] == 0
+
+
+# ---------------------------------------------------------------- a device that crashes
+
+
+def test_an_engine_that_keeps_crashing_moves_to_the_fallback_device(
+    server_factory: Any, tiny_registry: dict[str, dict[str, Any]]
+) -> None:
+    # "HETERO:CPU" is the CPU by another name: the engine crashes only on "CPU" (faults.py).
+    live = server_factory(
+        {"tiny-int8": tiny_registry["tiny-int8"]},
+        OV_DEVICE="CPU",
+        OV_FALLBACK_DEVICE="HETERO:CPU",
+        OV_ENGINE_CRASH_DEVICE="CPU",
+    )
+    for crash in range(1, 4):
+        error = error_of(chat(live, another(ASK)), 503)
+        assert error["code"] == "engine_restarting" and "SIGSEGV" in error["message"]
+        after = wait_for_state(live, "ready", crash)
+    assert after["device"] == "HETERO:CPU"
+    assert answer(chat(live, ASK)) == HELLO["answer"]
+    (note,) = after["warnings"]
+    assert note.startswith("moved from CPU to HETERO:CPU: its engine crashed 3 times")
+    status = health(live)
+    assert status["status"] == "degraded" and status["fallback_device_in_use"] is True
+    assert f"model tiny-int8: {note}" in status["problems"]
+    live.wait_for_log("model tiny-int8 moved from CPU to HETERO:CPU")
+
+
+# ---------------------------------------------------------------- the watchdog and the reader
+
+
+def test_a_stalled_event_loop_does_not_kill_a_healthy_engine(
+    tiny_ir_int8: Path, tmp_path: Path
+) -> None:
+    async def scenario() -> None:
+        exits: list[EngineProcess] = []
+        engine = EngineProcess(
+            "tiny",
+            tiny_ir_int8,
+            EngineConfig("CPU"),
+            tmp_path,
+            on_exit=exits.append,
+            stall_seconds=1.0,
+        )
+        await engine.start(120)
+        try:
+            time.sleep(3)  # this loop stalls; the engine meanwhile sends its heartbeats
+            await asyncio.sleep(2.5)  # the watchdog's rounds after the stall
+            assert engine.alive and not exits
+            # Whether the watchdog or the reader runs first after a stall is the loop's
+            # choice; a reader that never catches up decides it: the engine still spoke.
+            engine._tasks[0].cancel()
+            await asyncio.sleep(3)
+            assert engine.alive and not exits
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_an_unreadable_message_fails_the_engine_at_once(faulty: tuple[LiveServer, Path]) -> None:
+    live, faults = faulty
+    before = wait_for_state(live, "ready")
+    faults.write_text(GARBLE, encoding="utf-8")  # its next message (a heartbeat) is garbage
+    after = wait_for_state(live, "ready", before["restarts"] + 1)
+    assert "could not read" in after["last_error"]
+    live.wait_for_log("unreadable message; killing it")
+    assert answer(chat(live, ASK)) == HELLO["answer"]
+
+
+def test_the_quarantine_convicts_on_two_strikes_and_stays_bounded() -> None:
+    quarantine = Quarantine("m", remembered=3)
+    a, b, c, d = (fingerprint(Embed(rid, texts=[text])) for rid, text in enumerate("abcd"))
+    assert fingerprint(Embed(7, texts=["a"])) == a  # the request id is no part of it
+    quarantine.strike([a, a, b], named=True)  # two requests of the failed call: suspects
+    assert quarantine.refusal(a) is None and quarantine.refusal(b) is None
+    quarantine.strike([a], named=False)  # in flight at a second death
+    assert quarantine.refusal(a) is not None and quarantine.refusal(b) is None
+    quarantine.strike([c, c], named=True)  # the failed call's only request
+    assert quarantine.refusal(c) is not None
+    quarantine.strike([d], named=False)  # a fourth fingerprint: the oldest (b) goes
+    quarantine.strike([b], named=False)
+    assert quarantine.refusal(b) is None
+    quarantine.clear()
+    assert quarantine.refusal(a) is None and quarantine.refusal(c) is None

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from live_server import LiveServer, write_registry
 from ov_llm_server.app import create_app
+from ov_llm_server.doctor.startup import _doctor_env as doctor_env
 from ov_llm_server.output import OutputParser
 from ov_llm_server.serving import chat as chat_serving
 from ov_llm_server.settings import Settings
@@ -73,6 +74,23 @@ def test_right_key_is_let_in_and_never_logged(keyed_server: LiveServer) -> None:
     assert "s3cret" not in health.text
     keyed_server.wait_for_log("completion request_id=")
     assert "s3cret" not in keyed_server.log()
+
+
+def test_engines_and_the_doctor_do_without_the_key(
+    keyed_server: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    auth = {"Authorization": "Bearer s3cret-key-value"}
+    chat(keyed_server, {"model": "tiny-int8", "messages": HELLO}, headers=auth).raise_for_status()
+    (engine,) = httpx.get(f"{keyed_server.base_url}/health").json()["loaded_models"]
+    environ = Path(f"/proc/{engine['pid']}/environ").read_bytes()
+    names = {entry.split(b"=", 1)[0] for entry in environ.split(b"\0")}
+    assert b"OV_API_KEY" not in names and b"s3cret" not in environ
+    assert b"OV_DEVICE" in names  # the rest of the environment is there
+    (tmp_path / "key").write_text("s3cret-key-value\n", encoding="utf-8")
+    monkeypatch.setenv("OV_API_KEY", "s3cret-key-value")
+    monkeypatch.setenv("OV_API_KEY_FILE", str(tmp_path / "key"))
+    env = doctor_env(Settings(device="CPU"))
+    assert "OV_API_KEY" not in env and "OV_API_KEY_FILE" not in env and env["OV_DEVICE"] == "CPU"
 
 
 def test_key_from_a_file(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -55,11 +56,20 @@ async def check_devices(app: FastAPI, settings: Settings) -> None:
         )
 
 
+def make_runtime_dir() -> Path:
+    """A private folder for the engines' sockets: under systemd's ``RuntimeDirectory=``
+    (``$RUNTIME_DIRECTORY``, in /run, which no tmpfiles rule ages away) when there is one,
+    else under the temporary folder. Engines make it again if it vanishes."""
+    base = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0] or None
+    if base is not None:
+        Path(base).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="ov-llm-server-", dir=base))
+
+
 def create_app(settings: Settings) -> FastAPI:
     registry = RegistryWatcher(settings.registry_path)
     metrics = Metrics()
-    # The engines' sockets: private to this process and its engine processes.
-    runtime_dir = Path(tempfile.mkdtemp(prefix="ov-llm-server-"))
+    runtime_dir = make_runtime_dir()
     models = ModelManager(settings, registry, metrics, runtime_dir)
 
     @asynccontextmanager

@@ -293,7 +293,8 @@ class ModelManager:
                 raise errors.unavailable(str(exc), retry_after=exc.retry_after) from None
             except LoadError as exc:
                 raise errors.unavailable(
-                    f"Model '{slot.name}' failed to load: {_with_hint(slot, str(exc))}"
+                    f"Model '{slot.name}' failed to load: {_with_hint(slot, str(exc))}",
+                    retry_after=max(1, math.ceil(supervisor.retry_after)),
                 ) from exc
             if slot.supervisor is not supervisor:
                 continue  # unloaded while this request waited

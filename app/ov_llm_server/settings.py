@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -200,3 +201,13 @@ class Settings(BaseSettings):
         if self.api_key_file is not None:
             return self.api_key_file.read_text(encoding="utf-8").strip()
         return None
+
+
+# Only the HTTP process checks the key: its child processes (engines, the doctor) do without,
+# so that no core dump or /proc/<pid>/environ of theirs holds it.
+SECRET_ENV = frozenset({"OV_API_KEY", "OV_API_KEY_FILE"})
+
+
+def child_environ() -> dict[str, str]:
+    """This process's environment for a child process: without the secrets."""
+    return {name: value for name, value in os.environ.items() if name not in SECRET_ENV}

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from ..settings import Settings
+from ..settings import Settings, child_environ
 
 # The settings the doctor judges by, passed explicitly: the server's Settings may not come
 # from this process's environment alone.
@@ -32,7 +32,7 @@ _SETTINGS_ENV = {
 
 
 def _doctor_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
+    env = child_environ()
     for field, name in _SETTINGS_ENV.items():
         value = getattr(settings, field)
         env[name] = "" if value is None else str(value)

@@ -6,7 +6,12 @@ runtime folder: a plain PUSH socket for requests (a send never blocks the event 
 an asyncio PULL socket whose reader task hands each request's outputs to its
 :class:`RequestStream` (a generation) or its reply to its :class:`PendingReply`
 (embeddings, rerank, tokenize). A process that sends nothing (no step, no heartbeat) for
-``stall_seconds`` is killed: it is stuck, and a fresh one replaces it.
+``stall_seconds`` is killed: it is stuck, and a fresh one replaces it. Its silence is measured
+on the engine's own clock (the time each message says it was sent; ``time.monotonic`` is one
+clock for every process), and a process whose messages wait unread is not silent: a stalled
+event loop here must not kill a healthy engine.
+
+The engine process gets this process's environment without its secrets (the API key).
 """
 
 from __future__ import annotations
@@ -25,16 +30,20 @@ import msgspec
 import zmq
 import zmq.asyncio
 
+from ..settings import child_environ
 from .messages import (
+    POISON_REQUEST,
     Cancel,
     EngineConfig,
     EngineKind,
     EngineSpec,
     Fatal,
     Generate,
+    Heartbeat,
     LoadFailed,
     Output,
     Ready,
+    Refused,
     Reply,
     Shutdown,
     Step,
@@ -43,6 +52,7 @@ from .messages import (
     encoder,
     from_engine_decoder,
 )
+from .quarantine import Quarantine, fingerprint, param_of
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +75,10 @@ class _Pending:
     :meth:`abort`.
     """
 
-    def __init__(self, engine: EngineProcess, rid: int) -> None:
+    def __init__(self, engine: EngineProcess, rid: int, fingerprint: bytes) -> None:
         self.engine = engine
         self.rid = rid
+        self.fingerprint = fingerprint
         self._queue: asyncio.Queue[Output | Reply | BaseException] = asyncio.Queue()
         self.done = False
         self.cancelled = False  # asked by this side: its "cancelled" finish is no failure
@@ -164,6 +175,7 @@ class EngineProcess:
         on_drafts: Callable[[int, int], None] | None = None,
         heartbeat_seconds: float = 0.5,
         stall_seconds: float = 30.0,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -175,6 +187,8 @@ class EngineProcess:
         self._on_drafts = on_drafts
         self._heartbeat = heartbeat_seconds
         self._stall = stall_seconds
+        self._quarantine = quarantine
+        self._runtime_dir = runtime_dir
         number = next(_process_ids)
         self._inbox_addr = f"ipc://{runtime_dir}/e{number}.in"
         self._outbox_addr = f"ipc://{runtime_dir}/e{number}.out"
@@ -191,10 +205,14 @@ class EngineProcess:
         self.speculative: str | None = None
         self.warnings: tuple[str, ...] = ()
         self.precision: str | None = None
-        self.last_heard = time.monotonic()
+        self.last_sent = time.monotonic()  # the engine's clock: when it last said anything
         self.fatal_error: str | None = None
         self.exit_description: str | None = None
         self.stopping = False
+        # The requests it died on: those of its failed pipeline call (``blamed``, when it
+        # said which), else those in flight.
+        self.blamed: list[bytes] = []
+        self.lost: list[bytes] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -212,7 +230,37 @@ class EngineProcess:
         return len(self._streams)
 
     async def start(self, timeout: float) -> Ready:
-        """Spawns the process and waits until its model is loaded."""
+        """Spawns the process and waits until its model is loaded. Raises LoadError when the
+        model does not load; any other exception when the process cannot even start (its
+        sockets, the spawn), with nothing left behind."""
+        try:
+            await self._spawn()
+        except BaseException:
+            self._close()
+            raise
+        assert self._ready is not None
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            self.kill()
+            raise LoadError(f"loading took longer than {timeout:.0f}s") from None
+        except BaseException:
+            self.kill()
+            raise
+        self.load_seconds = ready.load_seconds
+        self.chat_template = ready.chat_template
+        self.context_length = ready.context_length
+        self.dimension = ready.dimension
+        self.speculative = ready.speculative
+        self.warnings = ready.warnings
+        self.precision = ready.precision
+        self.last_sent = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._watch(), name=f"engine-watch-{self.name}"))
+        return ready
+
+    async def _spawn(self) -> None:
+        # systemd-tmpfiles may have aged the folder away (under /tmp) since the last start.
+        self._runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._push = zmq.Context.instance().socket(zmq.PUSH)
         self._push.setsockopt(zmq.LINGER, 0)
         self._push.bind(self._inbox_addr)
@@ -231,30 +279,21 @@ class EngineProcess:
         )
         self._ready = asyncio.get_running_loop().create_future()
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ov_llm_server.engine.core", msgspec.json.encode(spec).decode()
+            sys.executable,
+            "-m",
+            "ov_llm_server.engine.core",
+            msgspec.json.encode(spec).decode(),
+            env=child_environ(),
         )
         self._tasks = [
             asyncio.create_task(self._read(), name=f"engine-read-{self.name}"),
             asyncio.create_task(self._wait_exit(), name=f"engine-wait-{self.name}"),
         ]
-        try:
-            ready = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
-        except TimeoutError:
-            self.kill()
-            raise LoadError(f"loading took longer than {timeout:.0f}s") from None
-        except BaseException:
-            self.kill()
-            raise
-        self.load_seconds = ready.load_seconds
-        self.chat_template = ready.chat_template
-        self.context_length = ready.context_length
-        self.dimension = ready.dimension
-        self.speculative = ready.speculative
-        self.warnings = ready.warnings
-        self.precision = ready.precision
-        self.last_heard = time.monotonic()
-        self._tasks.append(asyncio.create_task(self._watch(), name=f"engine-watch-{self.name}"))
-        return ready
+
+    def _close(self) -> None:
+        for socket in (self._pull, self._push):
+            if socket is not None:
+                socket.close()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Asks the process to end (cancelling what runs), then kills it if it does not."""
@@ -285,21 +324,42 @@ class EngineProcess:
 
     def generate(self, build: Callable[[int], Generate]) -> RequestStream:
         """Starts a generation; ``build`` makes its message from the request id."""
-        stream = RequestStream(self, self._new_rid())
-        self._submit(stream, build(stream.rid))
+        message = build(self._new_rid())
+        stream = RequestStream(self, message.rid, fingerprint(message))
+        if refusal := self._refusal(stream):
+            stream._put(Output(stream.rid, "", 0, "error", refusal, code=POISON_REQUEST))
+            return stream
+        self._submit(stream, message)
         return stream
 
     def ask(self, build: Callable[[int], Work]) -> PendingReply:
         """Sends a one-shot request; ``build`` makes its message from the request id."""
-        pending = PendingReply(self, self._new_rid())
-        self._submit(pending, build(pending.rid))
+        message = build(self._new_rid())
+        pending = PendingReply(self, message.rid, fingerprint(message))
+        if refusal := self._refusal(pending):
+            pending._put(Refused(pending.rid, refusal, POISON_REQUEST, param_of(message)))
+            return pending
+        self._submit(pending, message)
         return pending
 
     def _submit(self, pending: _Pending, message: ToEngine) -> None:
-        # Encoded first: a message that cannot be encoded raises before anything waits for it.
+        # Encoded first: a message that cannot be encoded raises before anything waits for it
+        # (its fingerprint, taken before, encodes it too).
         frame = encoder.encode(message)
         self._streams[pending.rid] = pending
         self._push_frame(frame)
+
+    def _refusal(self, pending: _Pending) -> str | None:
+        if self._quarantine is None:
+            return None
+        refusal = self._quarantine.refusal(pending.fingerprint)
+        if refusal is not None:
+            log.warning(
+                "model %s: request %s refused: it crashed the engine before",
+                self.name,
+                pending.fingerprint.hex()[:12],
+            )
+        return refusal
 
     def _new_rid(self) -> int:
         if not self.alive or self.stopping:
@@ -327,39 +387,55 @@ class EngineProcess:
     # ------------------------------------------------------------ background tasks
 
     async def _read(self) -> None:
-        assert self._pull is not None and self._ready is not None
+        assert self._pull is not None
         while True:
             try:
                 frame = await self._pull.recv()
             except (asyncio.CancelledError, zmq.ZMQError):
                 return
-            message = from_engine_decoder.decode(frame)
-            self.last_heard = time.monotonic()
-            if isinstance(message, Step):
-                if self._on_step is not None:
-                    self._on_step(self.last_heard - message.sent_at)
-                if self._on_drafts is not None and message.draft_tokens:
-                    self._on_drafts(message.draft_tokens, message.accepted_tokens)
-                for output in message.outputs:
-                    stream = (
-                        self._streams.pop(output.rid, None)
-                        if output.finish is not None
-                        else self._streams.get(output.rid)
-                    )
-                    if stream is not None:
-                        stream._put(output)
-                for reply in message.replies:
-                    pending = self._streams.pop(reply.rid, None)
-                    if pending is not None:
-                        pending._put(reply)
-            elif isinstance(message, Ready):
-                if not self._ready.done():
-                    self._ready.set_result(message)
-            elif isinstance(message, LoadFailed):
-                if not self._ready.done():
-                    self._ready.set_exception(LoadError(message.error))
-            elif isinstance(message, Fatal):
-                self.fatal_error = message.error
+            try:
+                self._take(from_engine_decoder.decode(frame))
+            except Exception as exc:
+                # The process no longer speaks the protocol (or this side has a bug): no
+                # answer from it can be trusted, so it is replaced like a crashed one.
+                log.exception(
+                    "engine %s (pid %s): unreadable message; killing it", self.name, self.pid
+                )
+                self.fatal_error = f"sent a message the server could not read ({exc})"
+                self.kill()
+                return
+
+    def _take(self, message: Ready | LoadFailed | Step | Heartbeat | Fatal) -> None:
+        assert self._ready is not None
+        if isinstance(message, Step):
+            self.last_sent = message.sent_at
+            if self._on_step is not None:
+                self._on_step(time.monotonic() - message.sent_at)
+            if self._on_drafts is not None and message.draft_tokens:
+                self._on_drafts(message.draft_tokens, message.accepted_tokens)
+            for output in message.outputs:
+                stream = (
+                    self._streams.pop(output.rid, None)
+                    if output.finish is not None
+                    else self._streams.get(output.rid)
+                )
+                if stream is not None:
+                    stream._put(output)
+            for reply in message.replies:
+                pending = self._streams.pop(reply.rid, None)
+                if pending is not None:
+                    pending._put(reply)
+        elif isinstance(message, Heartbeat):
+            self.last_sent = message.sent_at
+        elif isinstance(message, Ready):
+            if not self._ready.done():
+                self._ready.set_result(message)
+        elif isinstance(message, LoadFailed):
+            if not self._ready.done():
+                self._ready.set_exception(LoadError(message.error))
+        else:
+            self.fatal_error = message.error
+            self.blamed = [s.fingerprint for rid in message.rids if (s := self._streams.get(rid))]
 
     async def _wait_exit(self) -> None:
         assert self._process is not None and self._ready is not None
@@ -370,15 +446,13 @@ class EngineProcess:
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        if self._pull is not None:
-            self._pull.close()
-        if self._push is not None:
-            self._push.close()
+        self._close()
         self.exit_description = describe_exit(code, self.fatal_error)
         if not self._ready.done():
             self._ready.set_exception(LoadError(f"the engine process {self.exit_description}"))
         gone = EngineGone(f"the engine of model '{self.name}' {self.exit_description}")
         streams, self._streams = self._streams, {}
+        self.lost = [stream.fingerprint for stream in streams.values()]
         for stream in streams.values():
             stream._put(gone)
         self._on_exit(self)
@@ -387,17 +461,23 @@ class EngineProcess:
         interval = min(1.0, self._stall / 4)
         while self.alive:
             await asyncio.sleep(interval)
-            silent = time.monotonic() - self.last_heard
-            if silent > self._stall and self.alive:
-                log.error(
-                    "engine %s (pid %s) has not answered for %.1fs: killing it",
-                    self.name,
-                    self.pid,
-                    silent,
-                )
-                self.fatal_error = f"stopped answering for {silent:.0f}s"
-                self.kill()
-                return
+            silent = time.monotonic() - self.last_sent
+            if silent <= self._stall or not self.alive or self._unread():
+                continue
+            log.error(
+                "engine %s (pid %s) has not answered for %.1fs: killing it",
+                self.name,
+                self.pid,
+                silent,
+            )
+            self.fatal_error = f"stopped answering for {silent:.0f}s"
+            self.kill()
+            return
+
+    def _unread(self) -> bool:
+        """Messages from the engine wait for the reader: it spoke, this loop was busy."""
+        events = self._pull.get(zmq.EVENTS) if self._pull is not None else 0
+        return isinstance(events, int) and bool(events & zmq.POLLIN)
 
 
 def describe_exit(code: int, fatal_error: str | None = None) -> str:

@@ -250,6 +250,9 @@ class Refused(msgspec.Struct, tag=True, frozen=True):
 Reply = Embedded | Ranked | Tokenized | Detokenized | Refused
 # Refused.error of a request the engine dropped at Shutdown (code "cancelled").
 STOPPED = "the model was stopped"
+# The code of a request refused because it breaks the model (400): the engine found it alone
+# failing in a batch that otherwise runs, or the HTTP side saw it crash engines.
+POISON_REQUEST = "poison_request"
 
 
 class Step(msgspec.Struct, tag=True, frozen=True):
@@ -267,9 +270,13 @@ class Heartbeat(msgspec.Struct, tag=True, frozen=True):
 
 
 class Fatal(msgspec.Struct, tag=True, frozen=True):
-    """The engine cannot go on (its pipeline broke); it exits right after this."""
+    """The engine cannot go on (its pipeline broke); it exits right after this, and sends
+    the failed requests' last outputs after it."""
 
     error: str
+    # The requests of the pipeline call that raised (empty when the failure was elsewhere):
+    # the HTTP side holds them suspect of breaking the model.
+    rids: list[int] = []
 
 
 FromEngine = Ready | LoadFailed | Step | Heartbeat | Fatal

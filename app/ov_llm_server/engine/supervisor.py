@@ -7,9 +7,15 @@ Runs in the HTTP process. States, as ``/health`` shows them:
 * ``restarting``: the process died (signal, OOM kill, segfault, a broken step, a stall)
   and a fresh one is on its way, after a backoff when it keeps dying. New requests get
   503 with ``Retry-After`` until it is ready, so a router can send them elsewhere.
-* ``failed``: the model cannot be loaded (on the device, nor on the fallback device);
-  requests get 503 with the reason, and the load is tried again after a while.
+* ``failed``: the model cannot be loaded (on the device, nor on the fallback device), or
+  its engine process cannot even be started (its sockets, the spawn); requests get 503 with
+  the reason, and the start is tried again after a while.
 * ``stopped``: not running (never loaded, or unloaded).
+
+A model whose engine keeps crashing while it runs (``CRASH_LIMIT`` times within
+``CRASH_WINDOW_SECONDS``) on one device moves to the next configured one (OV_FALLBACK_DEVICE),
+as one that cannot load there does; its ``warnings`` say so. A request that crashed the
+engine is not sent again (:mod:`.quarantine`).
 """
 
 from __future__ import annotations
@@ -18,17 +24,25 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 
 from .client import EngineProcess, LoadError
 from .messages import EngineConfig, EngineKind
+from .quarantine import Quarantine
 
 log = logging.getLogger(__name__)
 
 # A model whose load failed is tried again after this many seconds, not on every request.
 LOAD_RETRY_SECONDS = 30.0
+# An engine process that could not even start (no socket, no spawn) cost nothing to try:
+# its cause (a full file table, a folder in the way) may pass soon.
+START_RETRY_SECONDS = 5.0
+# Runtime crashes on one device that move the model to the next device.
+CRASH_LIMIT = 3
+CRASH_WINDOW_SECONDS = 600.0
 # Restart backoff: none after one crash, then doubling up to the cap. A process that
 # stayed up this long without dying is healthy again, and the count starts over.
 MAX_RESTART_BACKOFF_SECONDS = 60.0
@@ -79,6 +93,7 @@ class Supervisor:
         self.path = path
         self.kind: EngineKind = kind
         self._configs = configs  # the device first, then the fallback device, if any
+        self._device = 0  # the config that starts next: moves on when one fails its model
         self._runtime_dir = runtime_dir
         self._load_timeout = load_timeout
         self._stall = stall_seconds
@@ -99,6 +114,9 @@ class Supervisor:
         self._crashes = 0
         self._ready_since = 0.0
         self._restarting = False
+        self._device_crashes: deque[float] = deque()
+        self._notes: list[str] = []
+        self.quarantine = Quarantine(name)
 
     @property
     def state(self) -> EngineState:
@@ -126,12 +144,18 @@ class Supervisor:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What the engine reported at load for an operator (e.g. its draft did not load)."""
-        return self.engine.warnings if self.engine is not None else ()
+        """What an operator should know: the engine's report at load (e.g. its draft did not
+        load), and the device it left because it kept crashing there."""
+        return (*self._notes, *(self.engine.warnings if self.engine is not None else ()))
 
     @property
     def pid(self) -> int | None:
         return self.engine.pid if self.engine is not None and self.engine.alive else None
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a failed model is tried again."""
+        return max(self._retry_at - time.monotonic(), 0.0)
 
     def check(self) -> None:
         """Refuses at once (EngineUnavailable) while restarting or failed; else returns."""
@@ -173,14 +197,20 @@ class Supervisor:
         self.state = EngineState.LOADING
         errors: list[str] = []
         try:
-            if self.path.exists():
-                engine = await self._start_engine(errors)
-            else:
-                engine = None
+            engine = None
+            retry = LOAD_RETRY_SECONDS
+            if not self.path.exists():
                 errors.append(f"model path {self.path} does not exist")
+            else:
+                try:
+                    engine = await self._start_engine(errors)
+                except Exception as exc:
+                    log.exception("engine of model %s could not be started", self.name)
+                    errors.append(f"the engine process could not be started: {exc}")
+                    retry = START_RETRY_SECONDS
             if engine is None:
                 self.last_error = "; ".join(errors)
-                self._retry_at = time.monotonic() + LOAD_RETRY_SECONDS
+                self._retry_at = time.monotonic() + retry
                 self.state = EngineState.FAILED
                 raise LoadError(self.last_error)
             self.engine = engine
@@ -203,8 +233,10 @@ class Supervisor:
             self._load = None
 
     async def _start_engine(self, errors: list[str]) -> EngineProcess | None:
-        """An engine on the device, else on the fallback device; None if neither loads."""
-        for config in self._configs:
+        """An engine on the current device, else on the next ones; None if none loads. An
+        engine that cannot even start raises: another device would not change that."""
+        for index in range(self._device, len(self._configs)):
+            config = self._configs[index]
             engine = EngineProcess(
                 self.name,
                 self.path,
@@ -215,6 +247,7 @@ class Supervisor:
                 on_step=self._on_step,
                 on_drafts=self._on_drafts,
                 stall_seconds=self._stall,
+                quarantine=self.quarantine,
             )
             try:
                 await engine.start(self._load_timeout)
@@ -226,9 +259,10 @@ class Supervisor:
                         self.name,
                         config.device,
                         exc,
-                        self._configs[-1].device,
+                        self._configs[index + 1].device,
                     )
                 continue
+            self._device = index
             return engine
         return None
 
@@ -241,7 +275,11 @@ class Supervisor:
         self._crashes += 1
         self.restarts += 1
         self.last_error = engine.exit_description
-        backoff = restart_backoff(self._crashes)
+        if engine.blamed:
+            self.quarantine.strike(engine.blamed, named=True)
+        else:
+            self.quarantine.strike(engine.lost, named=False)
+        backoff = 0.0 if self._move_on(engine, now) else restart_backoff(self._crashes)
         log.error(
             "engine of model %s (pid %s) %s; restarting it%s",
             self.name,
@@ -257,6 +295,28 @@ class Supervisor:
         self._restart = asyncio.create_task(
             self._restart_after(backoff), name=f"restart-{self.name}"
         )
+
+    def _move_on(self, engine: EngineProcess, now: float) -> bool:
+        """Counts a crash on the engine's device; True when it moves the model to the next."""
+        crashes = self._device_crashes
+        crashes.append(now)
+        while now - crashes[0] > CRASH_WINDOW_SECONDS:
+            crashes.popleft()
+        if len(crashes) < CRASH_LIMIT or self._device + 1 >= len(self._configs):
+            return False
+        self._device += 1
+        crashes.clear()
+        self._crashes = 0
+        # What crashed on the old device may run on the new one.
+        self.quarantine.clear()
+        note = (
+            f"moved from {engine.device} to {self._configs[self._device].device}: its engine "
+            f"crashed {CRASH_LIMIT} times within {CRASH_WINDOW_SECONDS:.0f}s on {engine.device} "
+            f"(last: {engine.exit_description})"
+        )
+        log.warning("model %s %s", self.name, note)
+        self._notes.append(note)
+        return True
 
     async def _restart_after(self, delay: float) -> None:
         await asyncio.sleep(delay)

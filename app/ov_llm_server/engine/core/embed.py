@@ -4,11 +4,14 @@ Every request waiting at a step rides in one pipeline call of up to
 ``EngineConfig.encoder_batch`` inputs, in their order: one ``embed_documents`` call embeds
 them all while one tokenizer call counts their tokens, and a request with an over-length
 input ends alone (400). A request larger than a batch is served over several steps, so that
-no step outlasts the engine's stall limit, and is answered once its last input is in.
+no step outlasts the engine's stall limit, and is answered once its last input is in. When
+the batched call fails, each of its requests runs again alone (``runner.survivors``): one bad
+input fails only its own request.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from ..messages import Embed, Embedded, EngineConfig, Generate, Refused, Work
 from . import faults
 from .encoders import EmbeddingModel, EncoderInputError, InputTooLong
 from .pipelines import encoder_properties
-from .runner import EncoderQueue, Result
+from .runner import EncoderQueue, Result, survivors
 
 
 @dataclass
@@ -83,8 +86,32 @@ class EmbeddingRunner(EncoderQueue[_Waiting]):
         faults.check("step")
         parts = self._take()
         self._running = [waiting for waiting, *_ in parts]
+        try:
+            replies = self._serve(parts)
+        except Exception:
+            # One bad input must not fail the batch it rode in: each request again, alone.
+            replies = []
+            calls = [
+                (part[0].rid, functools.partial(self._serve_into, replies, part)) for part in parts
+            ]
+            refused = survivors(calls, lambda: self._run(["."]), "input")
+            for reply in refused:
+                self.cancel(reply.rid)  # the rest of a large request is not wanted
+            replies += refused
+        self._running = []
+        return replies
+
+    def _serve_into(self, replies: list[Result], part: tuple[_Waiting, int, int]) -> None:
+        replies += self._serve([part])
+
+    def _run(self, texts: list[str]) -> tuple[np.ndarray[Any, Any], list[int]]:
+        faults.check_poison(texts=texts)
+        return self.model.run(texts)
+
+    def _serve(self, parts: list[tuple[_Waiting, int, int]]) -> list[Result]:
+        """One model call for these parts of the waiting requests, and their replies."""
         texts = [text for waiting, start, end in parts for text in waiting.inputs[start:end]]
-        vectors, counts = self.model.run(texts)
+        vectors, counts = self._run(texts)
         replies: list[Result] = []
         for waiting, start, end in parts:
             own, counts = counts[: end - start], counts[end - start :]
@@ -105,5 +132,4 @@ class EmbeddingRunner(EncoderQueue[_Waiting]):
                 replies.append(
                     Embedded(waiting.rid, data, int(whole.shape[1]), waiting.counts, waiting.batch)
                 )
-        self._running = []
         return replies

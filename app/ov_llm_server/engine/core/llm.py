@@ -143,6 +143,7 @@ class LlmRunner:
         try:
             faults.check("add")
             prompt, ids = self._prompt(request)
+            faults.mark(request.rid, prompt)
             params = request.params
             max_new = self._budget(len(ids), params.max_new_tokens, params.shortest_answer)
             # GenAI's echo gives the prompt's log probabilities; with no new token it is also
@@ -258,6 +259,7 @@ class LlmRunner:
     def step(self) -> list[Result]:
         """One pipeline step. An exception here means the pipeline is broken."""
         faults.check("step")
+        faults.check_poison(rids=self._active)
         self._pipe.step()
         faults.check("read")
         requests = list(self._active.values())

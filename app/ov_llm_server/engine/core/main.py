@@ -115,6 +115,7 @@ class EngineLoop:
         self.inbox = inbox
         self.outbox = outbox
         self.heartbeat = spec.heartbeat_seconds
+        self.device = spec.config.device
         self._last_sent = time.monotonic()
 
     def run(self) -> int:
@@ -123,12 +124,16 @@ class EngineLoop:
         while True:
             out = _Outbox()
             wait_ms = 0 if self.runner.busy else int(self.heartbeat * 1000)
+            stepping = False
             try:
                 if poller.poll(wait_ms) and self._receive(out):
                     self._send(out.step())
                     return 0
                 if self.runner.busy:
+                    faults.check_device(self.device)
+                    stepping = True
                     out.put_all(self.runner.step())
+                    stepping = False
                 if out:
                     faults.check("send")
                     # Draft counts of steps without output go with the next one that has some.
@@ -138,9 +143,11 @@ class EngineLoop:
             except Exception as exc:
                 error = one_line(exc)
                 log.exception("engine loop failed; exiting so that a fresh engine replaces it")
-                out.put_all(self.runner.fail_all(error))
+                failed = self.runner.fail_all(error)
+                # Fatal first: the HTTP side still knows the requests it names.
+                self._send(Fatal(error, [r.rid for r in failed] if stepping else []))
+                out.put_all(failed)
                 self._send(out.step())
-                self._send(Fatal(error))
                 return EXIT_FATAL
 
     def _receive(self, out: _Outbox) -> bool:
@@ -170,7 +177,7 @@ class EngineLoop:
                 )
 
     def _send(self, message: FromEngine) -> None:
-        self.outbox.send(encoder.encode(message))
+        self.outbox.send(faults.garble(encoder.encode(message)))
         self._last_sent = time.monotonic()
 
 
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     outbox.setsockopt(zmq.LINGER, 2000)
     inbox.connect(spec.inbox)
     outbox.connect(spec.outbox)
+    faults.hold(faults.LOAD)
     started = time.perf_counter()
     try:
         runner = build_runner(spec)

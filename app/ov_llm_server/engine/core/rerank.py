@@ -3,11 +3,14 @@
 GenAI's ``TextRerankPipeline.rerank`` takes one query per call, so requests do not share a
 call: a step scores up to ``EngineConfig.encoder_batch`` documents of the waiting requests,
 in their order, one call per request. A request with more documents is served over several
-steps, so that no step outlasts the engine's stall limit.
+steps, so that no step outlasts the engine's stall limit. A call that fails fails only its own
+request (``runner.survivors``).
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from ..messages import EngineConfig, Generate, Ranked, Rerank, Work
 from . import faults
 from .encoders import RerankModel
 from .pipelines import encoder_properties
-from .runner import EncoderQueue, Result
+from .runner import EncoderQueue, Result, survivors
 
 
 @dataclass
@@ -51,20 +54,35 @@ class RerankRunner(EncoderQueue[_Waiting]):
     def step(self) -> list[Result]:
         faults.check("step")
         replies: list[Result] = []
+        failed: list[tuple[int, Callable[[], object]]] = []
         room = self._batch
         self._running = []
         while self._waiting and room:
-            waiting = self._waiting[0]
+            waiting = self._waiting.popleft()
             self._running.append(waiting)
             end = min(len(waiting.documents), waiting.taken + room)
-            result = self.model.score(waiting.query, waiting.documents[waiting.taken : end])
-            waiting.scores += result.scores
-            waiting.tokens += result.token_count
-            waiting.batch = max(waiting.batch, end - waiting.taken)
             room -= end - waiting.taken
-            waiting.taken = end
-            if end == len(waiting.documents):
-                self._waiting.popleft()
-                replies.append(Ranked(waiting.rid, waiting.scores, waiting.tokens, waiting.batch))
+            try:
+                self._score(waiting, end, replies)
+            except Exception:
+                # Its own call: no other request is at fault, and it must not fail theirs.
+                failed.append((waiting.rid, functools.partial(self._score, waiting, end, replies)))
+        if failed:
+            replies += survivors(failed, lambda: self.model.score(".", ["."]), "documents")
         self._running = []
         return replies
+
+    def _score(self, waiting: _Waiting, end: int, replies: list[Result]) -> None:
+        """Scores the request's documents up to ``end``: its reply once they are all in,
+        else it goes back to the head of the queue."""
+        documents = waiting.documents[waiting.taken : end]
+        faults.check_poison(texts=[waiting.query, *documents])
+        result = self.model.score(waiting.query, documents)
+        waiting.scores += result.scores
+        waiting.tokens += result.token_count
+        waiting.batch = max(waiting.batch, end - waiting.taken)
+        waiting.taken = end
+        if end == len(waiting.documents):
+            replies.append(Ranked(waiting.rid, waiting.scores, waiting.tokens, waiting.batch))
+        else:
+            self._waiting.appendleft(waiting)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..messages import STOPPED, Generate, Output, Refused, Reply, Work
+from ...textutil import one_line
+from ..messages import POISON_REQUEST, STOPPED, Generate, Output, Refused, Reply, Work
 from .tokens import Vocabulary
+
+log = logging.getLogger("ov_llm_server.engine")
 
 # What a runner hands back to the loop: a generation's output, or a one-shot reply.
 Result = Output | Reply
@@ -93,3 +98,24 @@ class EncoderQueue(Generic[R]):
 
     def draft_counts(self) -> tuple[int, int]:
         return 0, 0
+
+
+def survivors(
+    calls: Sequence[tuple[int, Callable[[], object]]], probe: Callable[[], object], param: str
+) -> list[Result]:
+    """After a model call that served several requests failed: each request's ``(rid, call)``
+    again, alone (the call hands out its result), so that only a request that breaks the
+    model fails (and is refused, 400). When none of them runs alone, a known-good ``probe``
+    call decides: it runs, so the requests are at fault; it fails too, so the model is broken,
+    and this raises (the engine exits, and a fresh one replaces it)."""
+    log.warning("a model call for %d requests failed; running each of them alone", len(calls))
+    refused: list[Result] = []
+    for rid, call in calls:
+        try:
+            call()
+        except Exception as exc:
+            error = f"the model fails on this request: {one_line(exc)}"
+            refused.append(Refused(rid, error, code=POISON_REQUEST, param=param))
+    if len(refused) == len(calls):
+        probe()
+    return refused
