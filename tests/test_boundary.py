@@ -365,3 +365,16 @@ def test_a_first_run_with_a_fallback_model_and_no_registry_file_is_ok(
     nothing = server_factory(None)
     body = _health_settled(nothing)
     assert body["status"] == "degraded" and "registry" in body["problems"][0]
+
+
+def test_min_tokens_beyond_the_room_the_prompt_leaves_is_served(server: LiveServer) -> None:
+    card = httpx.get(f"{server.v1}/models/{MODEL}", timeout=60).json()
+    words = "hello " * card["context_length"]
+    tokens = httpx.post(
+        f"{server.base_url}/tokenize", json={"model": MODEL, "prompt": words}, timeout=60
+    ).json()["tokens"]
+    prompt = tokens[: card["context_length"] - 3]  # room for 3 new tokens
+    body = {"model": MODEL, "prompt": prompt, "min_tokens": 6, "max_tokens": 6}
+    response = httpx.post(f"{server.v1}/completions", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["finish_reason"] == "length"

@@ -59,7 +59,8 @@ def generation_config(
     if params.repetition_penalty is not None:
         cfg.repetition_penalty = params.repetition_penalty
     if params.min_new_tokens:
-        cfg.min_new_tokens = params.min_new_tokens
+        # The HTTP side refuses min_tokens above max_tokens; the context may leave less room.
+        cfg.min_new_tokens = min(params.min_new_tokens, max_new_tokens)
     if params.ignore_eos:
         cfg.ignore_eos = True
     if params.grammar is not None:
