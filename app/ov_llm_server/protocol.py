@@ -97,6 +97,11 @@ class StreamOptions(Lenient):
     include_usage: bool = False
 
 
+# Longest stop sequence: real ones are a few characters ("\n\nUser:", "</s>"); the engine
+# holds back up to this much of the answer while a stop may still be starting.
+MAX_STOP_CHARS = 256
+
+
 class SamplingRequest(Lenient):
     """What chat and text completions share: sampling, stops and streaming."""
 
@@ -114,6 +119,14 @@ class SamplingRequest(Lenient):
     ignore_eos: bool = False
     stream: bool = False
     stream_options: StreamOptions | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_lengths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else value or []
+        if any(len(stop) > MAX_STOP_CHARS for stop in stops):
+            raise ValueError(f"a stop sequence may have at most {MAX_STOP_CHARS} characters")
+        return value
 
 
 class ChatCompletionRequest(SamplingRequest):
