@@ -168,8 +168,8 @@ def _forced_call(
 
     def build() -> tuple[_Catalog, Grammar, str, str]:
         catalog = _catalog(tools, fmt, budget, repair=True)
-        builder = JsonGrammar(budget)
         try:
+            builder = JsonGrammar(budget)
             calls = [(name, builder.model(model)) for name, model in catalog.models.items()]
             grammar = builder.grammar(fmt.forced(calls, several))
         except SchemaError as exc:
@@ -204,8 +204,8 @@ def _schema(
         schema = spec.json_schema.schema_
 
     def build() -> tuple[SchemaModel, Grammar, str, str, bool]:
-        builder = JsonGrammar(budget)
         try:
+            builder = JsonGrammar(budget)
             model = compile_schema(schema, budget)
             grammar = builder.grammar(builder.model(model))
         except SchemaError as exc:

@@ -636,6 +636,7 @@ class _Check:
         # nested anyOfs is checked once per part of the value, not once per path to it.
         # Each entry keeps its part alive, so that no other value takes over its identity.
         self._refs: dict[tuple[str, int, str], tuple[Any, str | None]] = {}
+        self.repaired: dict[tuple[str, int], tuple[Any, Any]] = {}  # the same for repair
 
     def problem(self, value: Any, node: Node, where: str) -> str | None:
         self.budget.spend(1, where)
@@ -809,7 +810,12 @@ def repair(model: SchemaModel, value: Any) -> Any:
 
 def _repair(check: _Check, value: Any, node: Node) -> Any:
     check.budget.spend()
-    node = check.model.resolve(node)
+    if isinstance(node, RefNode):
+        key = (node.pointer, id(value))
+        if key not in check.repaired:
+            check.repaired[key] = (value, value)  # a part that refers to itself stays as it is
+            check.repaired[key] = (value, _repair(check, value, check.model.resolve(node)))
+        return check.repaired[key][1]
     if isinstance(node, StrNode) and isinstance(value, str):
         if node.max_length is not None and node.pattern is None and node.format is None:
             return value[: node.max_length]
