@@ -149,3 +149,40 @@ def largest_allowed_schema() -> dict[str, Any]:
         "properties": {"wide": {"anyOf": variants}, "deep": deep},
         "required": ["wide"],
     }
+
+
+_SHARED_KINDS = ("allOf", "anyOf", "oneOf", "properties", "items", "enum", "sibling")
+
+
+def _shared_part(kind: str, refs: list[dict[str, str]], enum: list[Any]) -> dict[str, Any]:
+    if kind in ("allOf", "anyOf", "oneOf"):
+        return {kind: refs}
+    if kind == "properties":
+        return {"type": "object", "properties": {f"p{k}": r for k, r in enumerate(refs)}}
+    if kind == "items":
+        return {"type": "array", "items": refs[0], "prefixItems": refs[1:], "maxItems": 3}
+    if kind == "enum":
+        return {"enum": enum, "anyOf": refs}
+    return {**refs[0], "minLength": 1, "allOf": refs[1:] or [True]}
+
+
+@st.composite
+def shared_part_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    """Small schemas whose ``$defs`` form a DAG: each part refers to later parts, often more
+    than once, through one kind of keyword (or a mix). A schema of n parts then has up to
+    3**n paths through it: what a hostile client sends to make a careless walk exponential
+    (tests/test_schema_bounds.py counts the walk's work)."""
+    count = draw(st.integers(1, 30))
+    kind = draw(st.sampled_from([*_SHARED_KINDS, "mixed"]))
+    # Leaves that many values fit, so that enums fit and the walk goes deep.
+    leaf = st.sampled_from([{}, {"type": "string"}, {"type": ["string", "integer", "null"]}])
+    defs: dict[str, Any] = {f"d{count}": draw(leaf)}
+    for i in reversed(range(count)):
+        later = [f"#/$defs/d{j}" for j in range(i + 1, min(i + 3, count + 1))]
+        refs = [{"$ref": r} for r in draw(st.lists(st.sampled_from(later), min_size=1, max_size=3))]
+        enum = draw(st.lists(st.sampled_from(["a", 1, None]), min_size=1, max_size=3))
+        here = draw(st.sampled_from(_SHARED_KINDS)) if kind == "mixed" else kind
+        defs[f"d{i}"] = _shared_part(here, refs, enum)
+    if draw(st.booleans()):
+        return {"$defs": defs, "enum": ["a", 1, None], "anyOf": [{"$ref": "#/$defs/d0"}]}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}

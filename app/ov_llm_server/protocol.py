@@ -189,6 +189,11 @@ class StreamOptions(Lenient):
     include_usage: bool = False
 
 
+# Longest stop sequence: real ones are a few characters ("\n\nUser:", "</s>"); the engine
+# holds back up to this much of the answer while a stop may still be starting.
+MAX_STOP_CHARS = 256
+
+
 class SamplingRequest(RequestBody):
     """What chat and text completions share: sampling, stops and streaming."""
 
@@ -214,6 +219,8 @@ class SamplingRequest(RequestBody):
         stops = [s for s in ([value] if isinstance(value, str) else value or ()) if s]
         if len(stops) > MAX_STOPS:
             raise ValueError(f"at most {MAX_STOPS} stop sequences are supported")
+        if any(len(stop) > MAX_STOP_CHARS for stop in stops):
+            raise ValueError(f"a stop sequence may have at most {MAX_STOP_CHARS} characters")
         return stops or None
 
 

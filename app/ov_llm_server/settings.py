@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     max_messages: int = Field(512, ge=1, description="Most messages in one request.")
+    schema_compile_seconds: float = Field(
+        3,
+        gt=0,
+        le=60,
+        description="Longest compiling one request's JSON schemas (response_format, tools) "
+        "into a grammar may take; past it the request is a 400 (schema too complex).",
+    )
     shutdown_grace_seconds: float = Field(
         20, ge=0, description="Time in-flight requests get to finish on SIGTERM."
     )

@@ -29,6 +29,7 @@ import json
 import math
 from typing import Any
 
+from .budget import Budget
 from .pattern import DIGIT, FORMATS, nat_range, pattern_term
 from .schema import (
     AnyNode,
@@ -64,7 +65,8 @@ _INT_LIMIT = 10**INT_DIGITS - 1
 class JsonGrammar:
     """Lowers schema models into one grammar; formats wrap the terms in their own layout."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
+        self.budget = budget
         self.rules: dict[str, Term] = {}
         self._names: dict[Term, str] = {}
         self._wide = 0
@@ -73,9 +75,11 @@ class JsonGrammar:
         self._base()
 
     def grammar(self, root: Term) -> Grammar:
-        return Grammar(root, self.rules)
+        return Grammar(root, self.rules, self.budget)
 
     def define(self, term: Term, name: str | None = None) -> Rule:
+        if self.budget is not None:
+            self.budget.spend()
         if name is None and term in self._names:
             return Rule(self._names[term])
         if len(self.rules) >= MAX_RULES:
@@ -135,7 +139,7 @@ class JsonGrammar:
         if isinstance(node, ObjNode):
             return self._object(model, node, tag, path)
         if isinstance(node, UnionNode):
-            if node.exclusive and not _disjoint(model, node.options):
+            if node.exclusive and not _disjoint(model, node.options, self.budget):
                 raise SchemaError(
                     "'oneOf' whose options can overlap cannot be enforced", "oneOf", path
                 )
@@ -401,14 +405,16 @@ def _wide_positions(term: Term) -> int:
 # ---------------------------------------------------------------- oneOf
 
 
-def _kinds(model: SchemaModel, node: Node) -> set[str]:
+def _kinds(model: SchemaModel, node: Node, budget: Budget | None) -> set[str]:
+    if budget is not None:
+        budget.spend()  # nested unions that share '$ref's branch on every level
     node = model.resolve(node)
     if isinstance(node, AnyNode):
         return {"null", "boolean", "number", "string", "array", "object"}
     if isinstance(node, ConstNode):
         return {_kind_of(v) for v in node.values}
     if isinstance(node, UnionNode):
-        return set().union(*(_kinds(model, o) for o in node.options))
+        return set().union(*(_kinds(model, o, budget) for o in node.options))
     kinds: dict[type, str] = {
         NullNode: "null",
         BoolNode: "boolean",
@@ -432,17 +438,17 @@ def _kind_of(value: Any) -> str:
     return kinds[type(value)]
 
 
-def _disjoint(model: SchemaModel, options: tuple[Node, ...]) -> bool:
+def _disjoint(model: SchemaModel, options: tuple[Node, ...], budget: Budget | None) -> bool:
     """Whether no value can match two of ``options`` (by type, constants or a discriminator)."""
     for i, a in enumerate(options):
         for b in options[i + 1 :]:
-            if not _apart(model, model.resolve(a), model.resolve(b)):
+            if not _apart(model, model.resolve(a), model.resolve(b), budget):
                 return False
     return True
 
 
-def _apart(model: SchemaModel, a: Node, b: Node) -> bool:
-    if not _kinds(model, a) & _kinds(model, b):
+def _apart(model: SchemaModel, a: Node, b: Node, budget: Budget | None) -> bool:
+    if not _kinds(model, a, budget) & _kinds(model, b, budget):
         return True
     if isinstance(a, ConstNode) and isinstance(b, ConstNode):
         texts = {json.dumps(v, sort_keys=True) for v in a.values}
@@ -451,6 +457,10 @@ def _apart(model: SchemaModel, a: Node, b: Node) -> bool:
         left, right = dict(a.properties), dict(b.properties)
         for name in a.required & b.required:
             x, y = model.resolve(left[name]), model.resolve(right[name])
-            if isinstance(x, ConstNode) and isinstance(y, ConstNode) and _apart(model, x, y):
+            if (
+                isinstance(x, ConstNode)
+                and isinstance(y, ConstNode)
+                and _apart(model, x, y, budget)
+            ):
                 return True
     return False

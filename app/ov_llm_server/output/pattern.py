@@ -10,13 +10,14 @@ lookarounds, word boundaries, anchors in the middle, inline flags) are refused.
 
 from __future__ import annotations
 
+import functools
 import re
 import re._constants as sre_c
 import re._parser as sre_parse
 from typing import Any
 
-from .schema import SchemaError
-from .terms import Alt, Cls, Lit, Rep, Seq, Term, alt, chars, opt, seq
+from .budget import Budget, SchemaError
+from .terms import Alt, Cls, Grammar, Lit, Rep, Seq, Term, alt, chars, opt, seq
 
 DIGIT = Cls(((0x30, 0x39),))
 # Printable ASCII: where negated classes take their characters from.
@@ -58,6 +59,24 @@ def pattern_term(pattern: str, path: str) -> Term:
     body = _sequence(items, path)
     free = Rep(ANY, 0, None)
     return seq(*([] if anchored_start else [free]), body, *([] if anchored_end else [free]))
+
+
+def pattern_matches(pattern: str, value: str, budget: Budget) -> bool:
+    """Whether ``re.search(pattern, value)`` finds a match, as far as the pattern's term says.
+
+    Python's regex engine backtracks, and a client's pattern such as ``^(a+)+$`` makes it
+    take exponential time on a short string that fails. The term is read instead, one
+    character at a time over the set of places it may be in (:meth:`Grammar.complete`),
+    which costs the length of the value times a bound set by the pattern, and spends it
+    from ``budget``. The term holds a subset of the regex's strings (see above), so a
+    value it accepts is always one the pattern accepts; a rare other one is refused.
+    """
+    return _pattern_grammar(pattern).complete(value, budget)
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern_grammar(pattern: str) -> Grammar:
+    return Grammar(pattern_term(pattern, ""), {})
 
 
 def _sequence(items: list[tuple[Any, Any]], path: str) -> Term:

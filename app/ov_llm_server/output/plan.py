@@ -7,15 +7,20 @@ gives the server the grammar, the tools for the chat template and the output par
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import errors
 from ..protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
 from ..registry import ModelEntry
 from . import parsers
+from .budget import COMPILE_STEPS, Budget, TooComplex
 from .compose import ChainedParser, ClosingParser, DocumentParser
 from .deltas import OutputParser
 from .grammar import JsonGrammar
@@ -42,9 +47,19 @@ class OutputPlan:
 
 
 def plan_output(
-    request: ChatCompletionRequest, chat_template: str, entry: ModelEntry | None
+    request: ChatCompletionRequest,
+    chat_template: str,
+    entry: ModelEntry | None,
+    *,
+    compile_seconds: float | None = None,
 ) -> OutputPlan:
-    """The plan for ``request``; raises :class:`errors.APIError` (400) for what cannot be done."""
+    """The plan for ``request``; raises :class:`errors.APIError` (400) for what cannot be done.
+
+    Compiling the request's schemas spends one budget of :data:`COMPILE_STEPS`, and
+    ``compile_seconds`` at most: past either the schema is refused as too complex. The
+    caller runs this off the event loop; what was compiled is reused for the same schemas.
+    """
+    budget = Budget(COMPILE_STEPS, compile_seconds)
     check_tool_choice(request)
     tools_shown = bool(request.tools) and request.tool_choice != "none"
     template_tools = (
@@ -56,15 +71,15 @@ def plan_output(
     if forces_tool_call(request):
         # A model without a format of its own writes plain JSON calls.
         forced = fmt_name if fmt_name not in (None, "none") else parsers.FORCED_DEFAULT
-        return _forced_call(request, forced, template_tools)
+        return _forced_call(request, forced, template_tools, budget)
     spec = request.response_format
     if spec is not None and spec.type != "text":
-        return _schema(request, template_tools)
+        return _schema(request, template_tools, budget)
     reasoning_on = (entry.reasoning_parser if entry else None) != "none"
     fmt = parsers.get(parsers.DEFAULT if fmt_name in (None, "none") else fmt_name)
     catalog = None
     if tools_shown and fmt_name != "none":
-        catalog = _catalog(request.tools or [], fmt, repair=False)
+        catalog = _catalog(request.tools or [], fmt, budget, repair=False)
     # parallel_tool_calls false: the first call is the answer, generation may stop there.
     limit = 1 if request.parallel_tool_calls is False else None
 
@@ -146,16 +161,24 @@ def _forced_call(
     request: ChatCompletionRequest,
     fmt_name: str,
     template_tools: list[dict[str, Any]] | None,
+    budget: Budget,
 ) -> OutputPlan:
     fmt = parsers.get(fmt_name)
-    catalog = _catalog(chosen_tools(request), fmt, repair=True)
-    builder = JsonGrammar()
-    try:
-        calls = [(name, builder.model(model)) for name, model in catalog.models.items()]
-    except SchemaError as exc:
-        raise _schema_error(exc, "tools", "a tool's parameters") from exc
+    tools = chosen_tools(request)
     several = several_forced_calls(request)
-    grammar = builder.grammar(fmt.forced(calls, several))
+
+    def build() -> tuple[_Catalog, Grammar, str, str]:
+        catalog = _catalog(tools, fmt, budget, repair=True)
+        try:
+            builder = JsonGrammar(budget)
+            calls = [(name, builder.model(model)) for name, model in catalog.models.items()]
+            grammar = builder.grammar(fmt.forced(calls, several))
+        except SchemaError as exc:
+            raise _schema_error(exc, "tools", "a tool's parameters") from exc
+        return catalog, grammar, grammar.ebnf(), _shortest(grammar)
+
+    key = ("forced", fmt_name, several, _tool_schemas(tools))
+    catalog, grammar, ebnf, shortest = _COMPILED.get(key, build)
     _check_sampling(request)
 
     # maxLength is cut by schema.repair once a call is whole: such arguments cannot stream.
@@ -170,12 +193,13 @@ def _forced_call(
         reader = ArgumentReader(fmt.call_head(), fmt.call_name, only)
         return StreamedCallParser(grammar, inner, reader, fmt.new_id)
 
-    return OutputPlan(grammar.ebnf(), template_tools, parser, _shortest(grammar))
+    return OutputPlan(ebnf, template_tools, parser, shortest)
 
 
 def _schema(
     request: ChatCompletionRequest,
     template_tools: list[dict[str, Any]] | None,
+    budget: Budget,
 ) -> OutputPlan:
     spec = request.response_format
     assert spec is not None
@@ -187,19 +211,23 @@ def _schema(
         )
     else:
         schema = spec.json_schema.schema_
-    builder = JsonGrammar()
-    try:
-        model = compile_schema(schema)
-        grammar = builder.grammar(builder.model(model))
-    except SchemaError as exc:
-        raise _schema_error(exc, "response_format", "the response_format schema") from exc
+
+    def build() -> tuple[SchemaModel, Grammar, str, str, bool]:
+        try:
+            builder = JsonGrammar(budget)
+            model = compile_schema(schema, budget)
+            grammar = builder.grammar(builder.model(model))
+        except SchemaError as exc:
+            raise _schema_error(exc, "response_format", "the response_format schema") from exc
+        return model, grammar, grammar.ebnf(), _shortest(grammar), needs_repair(model)
+
+    model, grammar, ebnf, shortest, hold = _COMPILED.get(("response_format", schema), build)
     _check_sampling(request)
-    hold = needs_repair(model)
 
     def parser(_: str) -> OutputParser:
         return DocumentParser(grammar, model, hold=hold)
 
-    return OutputPlan(grammar.ebnf(), template_tools, parser, _shortest(grammar))
+    return OutputPlan(ebnf, template_tools, parser, shortest)
 
 
 class _Catalog:
@@ -217,28 +245,71 @@ class _Catalog:
 
 
 def _catalog(
-    tools: list[ToolDefinition], fmt: type[parsers.ToolFormat], *, repair: bool
+    tools: list[ToolDefinition], fmt: type[parsers.ToolFormat], budget: Budget, *, repair: bool
 ) -> _Catalog:
-    models: dict[str, SchemaModel] = {}
-    for tool in tools:
-        try:
-            models[tool.function.name] = compile_schema(
-                tool.function.parameters or {"type": "object"}
-            )
-        except SchemaError as exc:
-            raise _schema_error(exc, "tools", f"tool '{tool.function.name}' parameters") from exc
-    return _Catalog(models, fmt, repair)
+    def build() -> dict[str, SchemaModel]:
+        models: dict[str, SchemaModel] = {}
+        for tool in tools:
+            try:
+                models[tool.function.name] = compile_schema(
+                    tool.function.parameters or {"type": "object"}, budget
+                )
+            except SchemaError as exc:
+                name = tool.function.name
+                raise _schema_error(exc, "tools", f"tool '{name}' parameters") from exc
+        return models
+
+    return _Catalog(_COMPILED.get(("tools", _tool_schemas(tools)), build), fmt, repair)
+
+
+def _tool_schemas(tools: list[ToolDefinition]) -> list[tuple[str, Any]]:
+    return [(tool.function.name, tool.function.parameters) for tool in tools]
 
 
 def _schema_error(exc: SchemaError, param: str, what: str) -> errors.APIError:
     named = (
         f" (keyword '{exc.keyword}')" if exc.keyword and f"'{exc.keyword}'" not in str(exc) else ""
     )
+    code = "unsupported_schema" if exc.keyword else "invalid_schema"
     return errors.bad_request(
         f"{what} cannot be enforced: {exc}{named}",
         param=param,
-        code="unsupported_schema" if exc.keyword else "invalid_schema",
+        code="schema_too_complex" if isinstance(exc, TooComplex) else code,
     )
+
+
+T = TypeVar("T")
+
+
+class _Compiled:
+    """What compiling recent schemas gave, by the schemas' JSON (a small LRU, shared by threads).
+
+    Clients send the same tools and schemas with every request; the key is the JSON text in
+    the client's own key order, which the grammar follows (members are written in it).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, build: Callable[[], T]) -> T:
+        text = json.dumps(key, ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        with self._lock:
+            if digest in self._items:
+                self._items.move_to_end(digest)
+                found: T = self._items[digest]
+                return found
+        made = build()  # refusals raise and are not kept
+        with self._lock:
+            self._items[digest] = made
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return made
+
+
+_COMPILED = _Compiled(64)
 
 
 def _check_sampling(request: ChatCompletionRequest) -> None:

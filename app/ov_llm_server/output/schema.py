@@ -19,6 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import CHECK_STEPS, COMPILE_STEPS, Budget, TooComplex
+from .budget import SchemaError as SchemaError
+from .pattern import pattern_matches, pattern_term
+
 # Validation keywords this model does not hold: refused, never silently ignored.
 UNSUPPORTED = (
     "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "dependencies",
@@ -32,16 +36,6 @@ MAX_NODES = 2000  # a schema that needs more nodes is refused: it would make a h
 MAX_DEPTH = 32
 MAX_OPTIONS = 64  # anyOf / oneOf / type lists
 MAX_ENUM = 256
-
-
-class SchemaError(ValueError):
-    """The schema cannot be used; ``keyword`` names the culprit for the client."""
-
-    def __init__(self, message: str, keyword: str | None = None, path: str = "") -> None:
-        where = f" at {path}" if path else ""
-        super().__init__(f"{message}{where}")
-        self.keyword = keyword
-        self.path = path
 
 
 # ---------------------------------------------------------------- the nodes
@@ -144,12 +138,16 @@ class SchemaModel:
 # ---------------------------------------------------------------- building
 
 
-def compile_schema(schema: Any) -> SchemaModel:
-    """The model of ``schema``; :class:`SchemaError` when it cannot be used."""
-    builder = _Builder(schema)
+def compile_schema(schema: Any, budget: Budget | None = None) -> SchemaModel:
+    """The model of ``schema``; :class:`SchemaError` when it cannot be used.
+
+    ``budget`` is what the compile may spend (a fresh :data:`COMPILE_STEPS` by default);
+    a request's schemas share one, so many tools cost no more than one large schema.
+    """
+    builder = _Builder(schema, budget or Budget(COMPILE_STEPS))
     try:
         root = builder.build(schema, "", 0)
-    except RecursionError as exc:  # allOf parts that refer to each other, for one
+    except RecursionError as exc:
         raise SchemaError("schema refers to itself without end") from exc
     model = SchemaModel(root, builder.defs)
     for pointer in builder.defs:
@@ -158,12 +156,17 @@ def compile_schema(schema: Any) -> SchemaModel:
 
 
 class _Builder:
-    def __init__(self, root: Any) -> None:
+    def __init__(self, root: Any, budget: Budget) -> None:
         self.root = root
+        self.budget = budget
         self.defs: dict[str, Node] = {}
+        # '$ref' targets with their own '$ref' and 'allOf' merged in, each made once: the
+        # same target is named by many 'allOf's (None while it is being made).
+        self.flat_refs: dict[str, dict[str, Any] | None] = {}
         self.nodes = 0
 
     def count(self, path: str) -> None:
+        self.budget.spend(1, path)
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise SchemaError(f"schema is too large (more than {MAX_NODES} parts)", None, path)
@@ -185,12 +188,9 @@ class _Builder:
             rest = {k: v for k, v in schema.items() if k != "$ref" and k in _VALIDATION}
             if not rest:
                 return self.ref(schema["$ref"], path, depth)
-            schema = {
-                **rest,
-                "allOf": [self.target(schema["$ref"], path), *schema.get("allOf", [])],
-            }
+            schema = {**rest, "allOf": [{"$ref": schema["$ref"]}, *schema.get("allOf", [])]}
         if "allOf" in schema:
-            schema = self.merge_all_of(schema, path)
+            schema = self.merge_all_of(schema, path, depth)
         if "enum" in schema or "const" in schema:
             return self.constant(schema, path, depth)
         for keyword, exclusive in (("anyOf", False), ("oneOf", True)):
@@ -235,22 +235,44 @@ class _Builder:
             self.defs[ref] = self.build(target, ref[1:], depth + 1)
         return RefNode(ref)
 
-    def merge_all_of(self, schema: dict[str, Any], path: str) -> dict[str, Any]:
+    def merge_all_of(self, schema: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
         parts = schema["allOf"]
         if not isinstance(parts, list) or not parts:
             raise SchemaError("'allOf' must be a non-empty list", "allOf", path)
         merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
         for part in parts:
-            for _ in range(MAX_DEPTH):
-                if isinstance(part, dict) and "$ref" in part:
-                    extra = {k: v for k, v in part.items() if k != "$ref"}
-                    part = {**extra, **_as_dict(self.target(part["$ref"], path), path)}
-                elif isinstance(part, dict) and "allOf" in part:
-                    part = self.merge_all_of(part, path)
-                else:
-                    break
-            merged = _merge(merged, _as_dict(part, path), path)
+            merged = self.merge(merged, self.flat(part, path, depth + 1), path)
         return merged
+
+    def flat(self, part: Any, path: str, depth: int) -> dict[str, Any]:
+        """An ``allOf`` entry with its own ``$ref`` and ``allOf`` merged in."""
+        self.count(path)
+        if depth > MAX_DEPTH:
+            raise SchemaError(f"'allOf' is nested deeper than {MAX_DEPTH}", "allOf", path)
+        schema = _as_dict(part, path)
+        if "$ref" in schema:
+            extra = {k: v for k, v in schema.items() if k != "$ref"}
+            schema = {**extra, **self.flat_ref(schema["$ref"], path, depth)}
+        if "allOf" in schema:
+            return self.merge_all_of(schema, path, depth)
+        return schema
+
+    def flat_ref(self, ref: Any, path: str, depth: int) -> dict[str, Any]:
+        if isinstance(ref, str) and ref in self.flat_refs:
+            done = self.flat_refs[ref]
+            if done is None:
+                raise SchemaError("'allOf' refers to itself without end", "allOf", path)
+            return done
+        target = self.target(ref, path)
+        self.flat_refs[ref] = None
+        self.flat_refs[ref] = self.flat(target, path, depth)
+        return self.flat_refs[ref] or {}
+
+    def merge(self, a: dict[str, Any], b: dict[str, Any], path: str) -> dict[str, Any]:
+        # Enums are intersected pairwise: that is the part of a merge that can grow.
+        pairs = len(a.get("enum") or ()) * len(b.get("enum") or ())
+        self.budget.spend(len(b) + pairs, path)
+        return _merge(a, b, path)
 
     def constant(self, schema: dict[str, Any], path: str, depth: int) -> Node:
         if "const" in schema:
@@ -262,7 +284,8 @@ class _Builder:
         rest = {k: v for k, v in schema.items() if k not in ("enum", "const")}
         if any(k in _VALIDATION for k in rest):
             model = SchemaModel(self.build(rest, path, depth + 1), self.defs)
-            values = [v for v in values if validate(model, v) is None]
+            check = _Check(model, self.budget)  # its cost is the compile's
+            values = [v for v in values if check.problem(v, model.root, "") is None]
         if not values:
             raise SchemaError("no value of 'enum'/'const' fits the other keywords", "enum", path)
         return ConstNode(tuple(values))
@@ -306,12 +329,10 @@ class _Builder:
             if pattern is not None:
                 if not isinstance(pattern, str):
                     raise SchemaError("'pattern' must be a string", "pattern", path)
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise SchemaError(
-                        f"'pattern' is not a valid regex: {exc}", "pattern", path
-                    ) from exc
+                # Output is matched against the pattern's term, never by Python's regex
+                # engine (see pattern.py); what the term cannot express is refused here.
+                self.budget.spend(len(pattern), path)
+                pattern_term(pattern, path)
             fmt = schema.get("format")
             if fmt is not None and fmt not in FORMATS:
                 raise SchemaError(
@@ -593,37 +614,130 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 def validate(
     model: SchemaModel, value: Any, node: Node | None = None, where: str = ""
 ) -> str | None:
-    """Why ``value`` breaks the schema, or None when it fits."""
-    node = model.resolve(model.root if node is None else node)
-    here = where or "value"
-    if isinstance(node, AnyNode):
+    """Why ``value`` breaks the schema, or None when it fits.
+
+    The check spends from a budget of :data:`CHECK_STEPS`: output that would cost more to
+    check (a schema whose ``anyOf``s branch on every level) does not fit.
+    """
+    check = _Check(model, Budget(CHECK_STEPS))
+    try:
+        return check.problem(value, model.root if node is None else node, where)
+    except (TooComplex, RecursionError) as exc:
+        return f"{where or 'value'}: too costly to check against the schema ({exc})"
+
+
+class _Check:
+    """One check of a value: its budget, and what each ``$ref`` said of each part of it."""
+
+    def __init__(self, model: SchemaModel, budget: Budget) -> None:
+        self.model = model
+        self.budget = budget
+        # By (pointer, the part's identity, where): a '$ref' shared by many options of
+        # nested anyOfs is checked once per part of the value, not once per path to it.
+        # Each entry keeps its part alive, so that no other value takes over its identity.
+        self._refs: dict[tuple[str, int, str], tuple[Any, str | None]] = {}
+        self.repaired: dict[tuple[str, int], tuple[Any, Any]] = {}  # the same for repair
+
+    def problem(self, value: Any, node: Node, where: str) -> str | None:
+        self.budget.spend(1, where)
+        here = where or "value"
+        if isinstance(node, RefNode):
+            key = (node.pointer, id(value), where)
+            if key not in self._refs:
+                self._refs[key] = (value, f"{here}: the schema refers to itself without end")
+                self._refs[key] = (value, self.problem(value, self.model.resolve(node), where))
+            return self._refs[key][1]
+        if isinstance(node, AnyNode):
+            return None
+        if isinstance(node, NullNode):
+            return None if value is None else f"{here}: expected null"
+        if isinstance(node, BoolNode):
+            return None if isinstance(value, bool) else f"{here}: expected boolean"
+        if isinstance(node, ConstNode):
+            self.budget.spend(len(node.values), where)
+            return (
+                None
+                if any(_equal(value, v) for v in node.values)
+                else f"{here}: not one of {list(node.values)}"
+            )
+        if isinstance(node, IntNode | NumNode):
+            return _validate_number(node, value, here)
+        if isinstance(node, StrNode):
+            return self.string(node, value, here)
+        if isinstance(node, UnionNode):
+            fits = 0
+            for option in node.options:
+                if self.problem(value, option, where) is None:
+                    fits += 1
+                    if not node.exclusive or fits > 1:
+                        break  # anyOf: one fit is enough; oneOf: a second one is too many
+            if fits == 0:
+                return f"{here}: matches none of the options"
+            if node.exclusive and fits > 1:
+                return f"{here}: matches more than one oneOf option"
+            return None
+        if isinstance(node, ArrNode):
+            return self.array(node, value, where)
+        if isinstance(node, ObjNode):
+            return self.object(node, value, where)
+        raise AssertionError(f"unknown node {node!r}")
+
+    def string(self, node: StrNode, value: Any, here: str) -> str | None:
+        if not isinstance(value, str):
+            return f"{here}: expected string"
+        if len(value) < node.min_length:
+            return f"{here}: shorter than minLength {node.min_length}"
+        if node.max_length is not None and len(value) > node.max_length:
+            return f"{here}: longer than maxLength {node.max_length}"
+        if node.pattern is not None and not pattern_matches(node.pattern, value, self.budget):
+            return f"{here}: does not match pattern {node.pattern!r}"
+        if node.format is not None and not check_format(node.format, value):
+            return f"{here}: not a valid {node.format}"
         return None
-    if isinstance(node, NullNode):
-        return None if value is None else f"{here}: expected null"
-    if isinstance(node, BoolNode):
-        return None if isinstance(value, bool) else f"{here}: expected boolean"
-    if isinstance(node, ConstNode):
-        return (
-            None
-            if any(_equal(value, v) for v in node.values)
-            else f"{here}: not one of {list(node.values)}"
-        )
-    if isinstance(node, IntNode | NumNode):
-        return _validate_number(node, value, here)
-    if isinstance(node, StrNode):
-        return _validate_string(node, value, here)
-    if isinstance(node, UnionNode):
-        fits = sum(validate(model, value, option, where) is None for option in node.options)
-        if fits == 0:
-            return f"{here}: matches none of the options"
-        if node.exclusive and fits > 1:
-            return f"{here}: matches more than one oneOf option"
+
+    def array(self, node: ArrNode, value: Any, where: str) -> str | None:
+        here = where or "value"
+        if not isinstance(value, list):
+            return f"{here}: expected array"
+        if len(value) < node.min_items:
+            return f"{here}: fewer than minItems {node.min_items}"
+        if node.max_items is not None and len(value) > node.max_items:
+            return f"{here}: more than maxItems {node.max_items}"
+        for i, item in enumerate(value):
+            rule = node.prefix[i] if i < len(node.prefix) else node.items
+            if rule is None:
+                return f"{here}: too many items"
+            problem = self.problem(item, rule, f"{here}[{i}]")
+            if problem is not None:
+                return problem
+        if node.unique:
+            for i, item in enumerate(value):
+                self.budget.spend(i, where)
+                if any(_equal(item, other) for other in value[:i]):
+                    return f"{here}: items are not unique"
         return None
-    if isinstance(node, ArrNode):
-        return _validate_array(model, node, value, where)
-    if isinstance(node, ObjNode):
-        return _validate_object(model, node, value, where)
-    raise AssertionError(f"unknown node {node!r}")
+
+    def object(self, node: ObjNode, value: Any, where: str) -> str | None:
+        here = where or "value"
+        if not isinstance(value, dict):
+            return f"{here}: expected object"
+        for key in sorted(node.required):
+            if key not in value:
+                return f"{here}: missing required '{key}'"
+        if len(value) < node.min_properties:
+            return f"{here}: fewer than minProperties {node.min_properties}"
+        if node.max_properties is not None and len(value) > node.max_properties:
+            return f"{here}: more than maxProperties {node.max_properties}"
+        properties = dict(node.properties)
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else key
+            rule = properties.get(key, node.additional)
+            if rule is None:
+                return f"{here}: unexpected property '{key}'"
+            problem = self.problem(item, rule, path)
+            if problem is not None:
+                return problem
+        return None
 
 
 def _validate_number(node: IntNode | NumNode, value: Any, here: str) -> str | None:
@@ -647,65 +761,6 @@ def _validate_number(node: IntNode | NumNode, value: Any, here: str) -> str | No
             return f"{here}: above maximum {node.maximum}"
     if node.multiple_of is not None and not _multiple(value, node.multiple_of):
         return f"{here}: not a multiple of {node.multiple_of}"
-    return None
-
-
-def _validate_string(node: StrNode, value: Any, here: str) -> str | None:
-    if not isinstance(value, str):
-        return f"{here}: expected string"
-    if len(value) < node.min_length:
-        return f"{here}: shorter than minLength {node.min_length}"
-    if node.max_length is not None and len(value) > node.max_length:
-        return f"{here}: longer than maxLength {node.max_length}"
-    if node.pattern is not None and re.search(node.pattern, value) is None:
-        return f"{here}: does not match pattern {node.pattern!r}"
-    if node.format is not None and not check_format(node.format, value):
-        return f"{here}: not a valid {node.format}"
-    return None
-
-
-def _validate_array(model: SchemaModel, node: ArrNode, value: Any, where: str) -> str | None:
-    here = where or "value"
-    if not isinstance(value, list):
-        return f"{here}: expected array"
-    if len(value) < node.min_items:
-        return f"{here}: fewer than minItems {node.min_items}"
-    if node.max_items is not None and len(value) > node.max_items:
-        return f"{here}: more than maxItems {node.max_items}"
-    for i, item in enumerate(value):
-        rule = node.prefix[i] if i < len(node.prefix) else node.items
-        if rule is None:
-            return f"{here}: too many items"
-        problem = validate(model, item, rule, f"{here}[{i}]")
-        if problem is not None:
-            return problem
-    if node.unique:
-        for i, item in enumerate(value):
-            if any(_equal(item, other) for other in value[:i]):
-                return f"{here}: items are not unique"
-    return None
-
-
-def _validate_object(model: SchemaModel, node: ObjNode, value: Any, where: str) -> str | None:
-    here = where or "value"
-    if not isinstance(value, dict):
-        return f"{here}: expected object"
-    for key in sorted(node.required):
-        if key not in value:
-            return f"{here}: missing required '{key}'"
-    if len(value) < node.min_properties:
-        return f"{here}: fewer than minProperties {node.min_properties}"
-    if node.max_properties is not None and len(value) > node.max_properties:
-        return f"{here}: more than maxProperties {node.max_properties}"
-    properties = dict(node.properties)
-    for key, item in value.items():
-        path = f"{where}.{key}" if where else key
-        rule = properties.get(key, node.additional)
-        if rule is None:
-            return f"{here}: unexpected property '{key}'"
-        problem = validate(model, item, rule, path)
-        if problem is not None:
-            return problem
     return None
 
 
@@ -739,35 +794,49 @@ def needs_repair(model: SchemaModel) -> bool:
     return walk(model.root)
 
 
-def repair(model: SchemaModel, value: Any, node: Node | None = None) -> Any:
+def repair(model: SchemaModel, value: Any) -> Any:
     """``value`` with strings longer than their ``maxLength`` cut to it.
 
     The grammar cannot bound a string's length cheaply (see grammar.py), so a constrained
     answer's over-long strings are cut here; everything else the grammar already enforces.
+    Output that would cost more than :data:`CHECK_STEPS` to repair is returned as it is.
     """
-    node = model.resolve(model.root if node is None else node)
+    check = _Check(model, Budget(CHECK_STEPS))
+    try:
+        return _repair(check, value, model.root)
+    except (TooComplex, RecursionError):
+        return value
+
+
+def _repair(check: _Check, value: Any, node: Node) -> Any:
+    check.budget.spend()
+    if isinstance(node, RefNode):
+        key = (node.pointer, id(value))
+        if key not in check.repaired:
+            check.repaired[key] = (value, value)  # a part that refers to itself stays as it is
+            check.repaired[key] = (value, _repair(check, value, check.model.resolve(node)))
+        return check.repaired[key][1]
     if isinstance(node, StrNode) and isinstance(value, str):
         if node.max_length is not None and node.pattern is None and node.format is None:
             return value[: node.max_length]
         return value
     if isinstance(node, UnionNode):
         for option in node.options:
-            fixed = repair(model, value, option)
-            if validate(model, fixed, option) is None:
+            fixed = _repair(check, value, option)
+            if check.problem(fixed, option, "") is None:
                 return fixed
         return value
     if isinstance(node, ArrNode) and isinstance(value, list):
+        rules = [node.prefix[i] if i < len(node.prefix) else node.items for i in range(len(value))]
         return [
-            repair(model, item, node.prefix[i] if i < len(node.prefix) else node.items)
-            if (i < len(node.prefix) or node.items is not None)
-            else item
-            for i, item in enumerate(value)
+            item if rule is None else _repair(check, item, rule)
+            for item, rule in zip(value, rules, strict=True)
         ]
     if isinstance(node, ObjNode) and isinstance(value, dict):
         properties = dict(node.properties)
         out = {}
         for key, item in value.items():
             rule = properties.get(key, node.additional)
-            out[key] = item if rule is None else repair(model, item, rule)
+            out[key] = item if rule is None else _repair(check, item, rule)
         return out
     return value

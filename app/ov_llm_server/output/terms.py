@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .budget import Budget
+
 
 class Term:
     """A grammar term; every term is a frozen dataclass (hashable, comparable)."""
@@ -197,10 +199,10 @@ Stack = tuple[Frame, Any] | None
 class Grammar:
     """Named rules and a root; ``ebnf()`` for GenAI, ``close()`` for cut output."""
 
-    def __init__(self, root: Term, rules: dict[str, Term]) -> None:
+    def __init__(self, root: Term, rules: dict[str, Term], budget: Budget | None = None) -> None:
         self.root = root
         self.rules = rules
-        self._min: dict[str, str | None] = self._rule_minimums()
+        self._min: dict[str, str | None] = self._rule_minimums(budget)
 
     def ebnf(self) -> str:
         lines = [f"root ::= {_ebnf(self.root)}"]
@@ -227,10 +229,12 @@ class Grammar:
 
     # ------------------------------------------------------------ shortest texts
 
-    def _rule_minimums(self) -> dict[str, str | None]:
+    def _rule_minimums(self, budget: Budget | None) -> dict[str, str | None]:
         best: dict[str, str | None] = dict.fromkeys(self.rules)
         changed = True
         while changed:  # a fixpoint: recursive rules settle on their shortest finite text
+            if budget is not None:
+                budget.spend(len(self.rules))  # a chain of rules can take as many rounds
             changed = False
             for name, term in self.rules.items():
                 text = self._min_text(term, best)
@@ -274,9 +278,9 @@ class Grammar:
         rests = [self._rest(stack) for stack in stacks]
         return min((r for r in rests if r is not None), key=len, default=None)
 
-    def complete(self, text: str) -> bool:
-        """Whether ``text`` is a whole sentence of the grammar."""
-        return None in _Reader(self).read(text)
+    def complete(self, text: str, budget: Budget | None = None) -> bool:
+        """Whether ``text`` is a whole sentence of the grammar (reading spends ``budget``)."""
+        return None in _Reader(self, budget).read(text)
 
     def _rest(self, stack: Stack) -> str | None:
         parts: list[str] = []
@@ -316,7 +320,8 @@ class _Reader:
     its minimum, which makes the stacks inside it repeat.
     """
 
-    def __init__(self, grammar: Grammar) -> None:
+    def __init__(self, grammar: Grammar, budget: Budget | None = None) -> None:
+        self._budget = budget
         self._rules = grammar.rules
         self._root = grammar.root
         self._nodes: dict[tuple[Any, ...], Stack] = {}
@@ -326,6 +331,8 @@ class _Reader:
     def read(self, text: str) -> list[Stack]:
         stacks = self._expand(self._cons(("t", self._root), None))
         for ch in text:
+            if self._budget is not None:
+                self._budget.spend(len(stacks))
             out: dict[int, Stack] = {}
             for stack in stacks:
                 for nxt in self._step(stack, ch):

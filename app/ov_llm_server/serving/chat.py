@@ -63,7 +63,12 @@ class ChatService(GenerationService):
     def work(self, body: Any, model: LoadedModel) -> Work:
         assert isinstance(body, ChatCompletionRequest)
         # What the model must produce, and every refusal of it, before the engine sees anything.
-        plan = plan_output(body, model.engine.chat_template, model.entry)
+        plan = plan_output(
+            body,
+            model.engine.chat_template,
+            model.entry,
+            compile_seconds=self.settings.schema_compile_seconds,
+        )
         messages = [template_message(m) for m in body.messages]
         max_new = body.requested_max_tokens() or self.settings.default_max_tokens
         params = sampling(

@@ -150,8 +150,10 @@ class GenerationService(Service):
     async def _submit(
         self, body: GenerationRequest, model: LoadedModel, record: Record
     ) -> tuple[RequestStream, Answer]:
-        # Every refusal of the request comes before the engine sees anything.
-        build, make_answer = self.work(body, model)
+        # Every refusal of the request comes before the engine sees anything. In a thread:
+        # compiling a client's schema may take up to its deadline (plan.py), and the loop
+        # serves every other request meanwhile.
+        build, make_answer = await asyncio.to_thread(self.work, body, model)
         try:
             stream = model.engine.generate(build)
         except EngineGone as exc:

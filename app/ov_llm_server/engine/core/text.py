@@ -6,7 +6,6 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from ...textutil import partial_suffix
 from ..messages import TokenLogprob
 
 
@@ -121,11 +120,13 @@ class StopMatcher:
     """Finds stop sequences in streamed text, holding back what could start one.
 
     Only the held-back tail is kept: text already emitted cannot be part of a match,
-    because its longest suffix that begins a stop sequence was held back with it.
+    because its longest suffix that begins a stop sequence was held back with it. Each stop
+    keeps how much of it the text ends with (a KMP automaton), so a token costs its own
+    length per stop, not the square of the stop's length.
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = [s for s in stops if s]
+        self._stops = [_Stop(s) for s in stops if s]
         self._held = ""
 
     def push(self, delta: str) -> tuple[str, bool]:
@@ -133,14 +134,43 @@ class StopMatcher:
         if not self._stops:
             return delta, False
         text = self._held + delta
-        hits = [i for i in (text.find(stop) for stop in self._stops) if i >= 0]
+        # The held tail is shorter than the longest stop, so this search is linear too.
+        hits = [i for i in (text.find(stop.text) for stop in self._stops) if i >= 0]
         if hits:
             self._held = ""
             return text[: min(hits)], True
-        hold = max(partial_suffix(text, stop) for stop in self._stops)
+        hold = max(stop.feed(delta) for stop in self._stops)
         self._held = text[len(text) - hold :]
         return text[: len(text) - hold], False
 
     def flush(self) -> str:
         held, self._held = self._held, ""
         return held
+
+
+class _Stop:
+    """One stop sequence and the length of its longest start the text so far ends with."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.matched = 0
+        # fail[i]: the longest proper border of text[: i + 1] (KMP's failure function).
+        self._fail = [0] * len(text)
+        k = 0
+        for i in range(1, len(text)):
+            while k and text[i] != text[k]:
+                k = self._fail[k - 1]
+            if text[i] == text[k]:
+                k += 1
+            self._fail[i] = k
+
+    def feed(self, delta: str) -> int:
+        """Reads ``delta`` (in which the whole stop does not occur); the new ``matched``."""
+        text, fail, k = self.text, self._fail, self.matched
+        for ch in delta:
+            while k and ch != text[k]:
+                k = fail[k - 1]
+            if ch == text[k]:
+                k += 1
+        self.matched = k
+        return k
