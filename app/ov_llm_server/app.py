@@ -28,6 +28,8 @@ from .serving import (
     RerankService,
     TokenizeService,
 )
+from .serving.response_store import ResponseStore
+from .serving.responses import ResponsesService
 from .settings import Settings
 
 log = logging.getLogger("ov_llm_server")
@@ -113,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
         ("detokenize", DetokenizeService),
     ):
         setattr(app.state, name, service(settings, models, metrics))
+    store = ResponseStore(settings.responses_store_max, settings.responses_store_bytes)
+    app.state.responses = ResponsesService(app.state.chat, store)
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(v1)

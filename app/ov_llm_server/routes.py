@@ -18,6 +18,7 @@ from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
 from .placement import choose_device
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
+from .protocol_responses import ResponsesRequest
 from .protocol_surface import (
     CompletionRequest,
     DetokenizeRequest,
@@ -27,6 +28,7 @@ from .protocol_surface import (
 )
 from .registry import ModelEntry, resolve_model_path
 from .serving.common import Service
+from .serving.responses import ResponsesService
 from .settings import Settings
 
 
@@ -211,6 +213,24 @@ async def _serve(request: Request, service: str, body: Any) -> Response:
 @v1.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await _serve(request, "chat", body)
+
+
+@v1.post("/responses", response_model=None)
+async def create_response(body: ResponsesRequest, request: Request) -> Response:
+    responses: ResponsesService = request.app.state.responses
+    return await responses.create(body, request)
+
+
+@v1.get("/responses/{response_id}", response_model=None)
+async def get_response(response_id: str, request: Request) -> JSONResponse:
+    responses: ResponsesService = request.app.state.responses
+    return JSONResponse(responses.get(response_id))
+
+
+@v1.delete("/responses/{response_id}", response_model=None)
+async def delete_response(response_id: str, request: Request) -> JSONResponse:
+    responses: ResponsesService = request.app.state.responses
+    return JSONResponse(responses.delete(response_id))
 
 
 @v1.post("/completions", response_model=None)

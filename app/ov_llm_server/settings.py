@@ -98,6 +98,17 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     max_messages: int = Field(512, ge=1, description="Most messages in one request.")
+    responses_store_max: int = Field(
+        1000,
+        ge=0,
+        description="Most /v1/responses answers kept in memory for previous_response_id and "
+        "GET /v1/responses/{id} (oldest out first; 0 keeps none). Lost on restart.",
+    )
+    responses_store_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Most bytes of stored /v1/responses answers and their conversations.",
+    )
     shutdown_grace_seconds: float = Field(
         20, ge=0, description="Time in-flight requests get to finish on SIGTERM."
     )
