@@ -18,6 +18,7 @@ from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
 from .placement import choose_device
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
+from .protocol_anthropic import CountTokensRequest, MessagesRequest
 from .protocol_responses import ResponsesRequest
 from .protocol_surface import (
     CompletionRequest,
@@ -27,6 +28,7 @@ from .protocol_surface import (
     TokenizeRequest,
 )
 from .registry import ModelEntry, resolve_model_path
+from .serving.anthropic_messages import MessagesService
 from .serving.common import Service
 from .serving.responses import ResponsesService
 from .settings import Settings
@@ -40,12 +42,14 @@ async def require_api_key(request: Request) -> None:
         return
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header:  # Anthropic's clients send the key as x-api-key
+        scheme, token = "bearer", request.headers.get("x-api-key", "")
     if scheme.lower() != "bearer" or not secrets.compare_digest(
         token.strip().encode(), expected.encode()
     ):
         raise errors.APIError(
             401,
-            "Missing or invalid API key: send 'Authorization: Bearer <key>'",
+            "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
             type="authentication_error",
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
@@ -231,6 +235,18 @@ async def get_response(response_id: str, request: Request) -> JSONResponse:
 async def delete_response(response_id: str, request: Request) -> JSONResponse:
     responses: ResponsesService = request.app.state.responses
     return JSONResponse(responses.delete(response_id))
+
+
+@v1.post("/messages", response_model=None)
+async def create_message(body: MessagesRequest, request: Request) -> Response:
+    messages: MessagesService = request.app.state.messages
+    return await messages.create(body, request)
+
+
+@v1.post("/messages/count_tokens", response_model=None)
+async def count_message_tokens(body: CountTokensRequest, request: Request) -> Response:
+    messages: MessagesService = request.app.state.messages
+    return await messages.count_tokens(body, request)
 
 
 @v1.post("/completions", response_model=None)
