@@ -271,3 +271,55 @@ def test_store_keeps_the_newest_within_count_and_bytes() -> None:
     assert [by_bytes.get(f"resp_{n}") is not None for n in range(4)] == [False, False, True, True]
     put(by_bytes, 9, "x" * 1000)  # larger than the whole budget: not kept, nothing evicted
     assert by_bytes.get("resp_9") is None and len(by_bytes) == 2
+
+
+def test_a_failure_inside_a_stream_is_response_failed_and_an_anthropic_error_event(
+    tmp_path: Any, tiny_registry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parser that raises stands for any failure under a stream: each API says it its way."""
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from live_server import write_registry
+    from ov_llm_server.app import create_app
+    from ov_llm_server.output import OutputParser
+    from ov_llm_server.serving import chat as chat_serving
+    from ov_llm_server.settings import Settings
+
+    class Broken(OutputParser):
+        def feed(self, text: str) -> Any:
+            raise RuntimeError("parser bug")
+
+    real_plan = chat_serving.plan_output
+
+    def broken_plan(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(real_plan(*args, **kwargs), _make_parser=lambda _: Broken())
+
+    monkeypatch.setattr(chat_serving, "plan_output", broken_plan)
+    registry = tmp_path / "registry.json"
+    write_registry(registry, {MODEL: tiny_registry[MODEL]})
+    with TestClient(create_app(Settings(device="CPU", registry_path=registry))) as client:
+        response = client.post(
+            "/v1/responses", json={"model": MODEL, "input": "Say hello", "stream": True}
+        )
+        data = [json.loads(line[6:]) for line in response.text.splitlines() if line[:6] == "data: "]
+        assert [e["type"] for e in data[:2]] == ["response.created", "response.in_progress"]
+        assert data[-1]["type"] == "response.failed"
+        assert data[-1]["response"]["status"] == "failed"
+        assert data[-1]["response"]["error"]["code"] == "internal_error"
+        response = client.post(
+            "/v1/messages",
+            json={
+                "model": MODEL,
+                "max_tokens": 8,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Say hello"}],
+            },
+        )
+        lines = [line for line in response.text.splitlines() if line]
+        assert lines[-2:] == [
+            "event: error",
+            'data: {"type": "error", "error": {"type": "api_error", "message": '
+            '"Internal server error"}}',
+        ]
