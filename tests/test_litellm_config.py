@@ -52,6 +52,12 @@ def test_model_info_per_mode() -> None:
         "supports_tool_choice": False,
         "supports_response_schema": True,
         "supports_reasoning": True,
+        "supported_endpoints": [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/responses",
+            "/v1/messages",
+        ],
     }
     assert model_info(card(mode="embedding", context_length=512, dimension=384)) == {
         "mode": "embedding",

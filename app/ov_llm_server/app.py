@@ -29,6 +29,9 @@ from .serving import (
     RerankService,
     TokenizeService,
 )
+from .serving.anthropic_messages import MessagesService
+from .serving.response_store import ResponseStore
+from .serving.responses import ResponsesService
 from .settings import Settings
 
 log = logging.getLogger("ov_llm_server")
@@ -125,6 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
         ("detokenize", DetokenizeService),
     ):
         setattr(app.state, name, service(settings, models, metrics))
+    store = ResponseStore(settings.responses_store_max, settings.responses_store_bytes)
+    app.state.responses = ResponsesService(app.state.chat, store)
+    app.state.messages = MessagesService(app.state.chat, app.state.tokenize)
     install_error_handlers(app)
     app.include_router(public)
     app.include_router(v1)

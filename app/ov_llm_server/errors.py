@@ -135,26 +135,53 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None, s
     return f"Invalid request{where}: {first.get('msg', 'invalid value')}", param, "invalid_value"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    async def on_api_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, APIError)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+# Anthropic's Messages API answers its errors in its own shape, by status.
+ANTHROPIC_PATHS = ("/v1/messages",)
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+
+def anthropic_body(err: APIError) -> dict[str, Any]:
+    fallback = "invalid_request_error" if err.status < 500 else "api_error"
+    kind = _ANTHROPIC_TYPES.get(err.status, fallback)
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+
+def _answer(request: Request, err: APIError, headers: Any = None) -> JSONResponse:
+    """The error in the shape of the API the client spoke."""
+    anthropic = request.url.path.startswith(ANTHROPIC_PATHS)
+    body = anthropic_body(err) if anthropic else err.body()
+    return JSONResponse(body, status_code=err.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, APIError)
+        return _answer(request, exc, exc.headers)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         message, param, code = _validation_message(exc)
-        return JSONResponse(APIError(400, message, param=param, code=code).body(), status_code=400)
+        return _answer(request, APIError(400, message, param=param, code=code))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         err = APIError(exc.status_code, str(exc.detail), type=_status_type(exc.status_code))
-        return JSONResponse(err.body(), status_code=exc.status_code, headers=exc.headers)
+        return _answer(request, err, exc.headers)
 
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The server logs the traceback itself; one line here ties it to the answer.
         log.error("unhandled error answered with 500: %r", exc)
         err = APIError(500, "Internal server error", type="server_error", code="internal_error")
-        return JSONResponse(err.body(), status_code=500)
+        return _answer(request, err)
 
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

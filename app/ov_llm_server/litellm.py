@@ -28,6 +28,9 @@ from .protocol import ModelCard
 from .registry import RegistryWatcher, resolve_model_path
 from .settings import Settings
 
+# What a chat model serves here, as LiteLLM's model_info names endpoints.
+CHAT_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages")
+
 HEADER = (
     "# LiteLLM proxy configuration written by `ov-llm-server litellm-config`.\n"
     "# Start it with: LITELLM_MASTER_KEY=sk-... litellm --config <this file>\n"
@@ -112,6 +115,11 @@ def model_info(card: ModelCard) -> dict[str, Any]:
         info["supports_tool_choice"] = tools
         info["supports_response_schema"] = "response_schema" in card.capabilities
         info["supports_reasoning"] = "reasoning" in card.capabilities
+    if card.mode == "chat":
+        # LiteLLM forwards /v1/responses here as is; "/v1/messages" listed makes it forward
+        # Anthropic's API as is too, instead of bridging it onto /v1/responses, which drops
+        # stop_sequences and top_k (measured with LiteLLM 1.108.7).
+        info["supported_endpoints"] = list(CHAT_ENDPOINTS)
     return info
 
 

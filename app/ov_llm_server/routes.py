@@ -18,6 +18,8 @@ from .engine.supervisor import EngineState
 from .model_manager import ModelManager, ModelSlot
 from .placement import choose_device, choose_precision
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
+from .protocol_anthropic import CountTokensRequest, MessagesRequest
+from .protocol_responses import ResponsesRequest
 from .protocol_surface import (
     CompletionRequest,
     DetokenizeRequest,
@@ -26,7 +28,9 @@ from .protocol_surface import (
     TokenizeRequest,
 )
 from .registry import ModelEntry, resolve_model_path
+from .serving.anthropic_messages import MessagesService
 from .serving.common import Service
+from .serving.responses import ResponsesService
 from .settings import Settings
 
 
@@ -39,6 +43,8 @@ def bears_key(request: Request) -> bool:
         return True
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    if not header:  # Anthropic's clients send the key as x-api-key
+        scheme, token = "bearer", request.headers.get("x-api-key", "")
     return scheme.lower() == "bearer" and secrets.compare_digest(
         token.strip().encode(), expected.encode()
     )
@@ -48,7 +54,7 @@ async def require_api_key(request: Request) -> None:
     if not bears_key(request):
         raise errors.APIError(
             401,
-            "Missing or invalid API key: send 'Authorization: Bearer <key>'",
+            "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
             type="authentication_error",
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
@@ -238,6 +244,36 @@ async def _serve(request: Request, service: str, body: Any) -> Response:
 @v1.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     return await _serve(request, "chat", body)
+
+
+@v1.post("/responses", response_model=None)
+async def create_response(body: ResponsesRequest, request: Request) -> Response:
+    responses: ResponsesService = request.app.state.responses
+    return await responses.create(body, request)
+
+
+@v1.get("/responses/{response_id}", response_model=None)
+async def get_response(response_id: str, request: Request) -> JSONResponse:
+    responses: ResponsesService = request.app.state.responses
+    return JSONResponse(responses.get(response_id))
+
+
+@v1.delete("/responses/{response_id}", response_model=None)
+async def delete_response(response_id: str, request: Request) -> JSONResponse:
+    responses: ResponsesService = request.app.state.responses
+    return JSONResponse(responses.delete(response_id))
+
+
+@v1.post("/messages", response_model=None)
+async def create_message(body: MessagesRequest, request: Request) -> Response:
+    messages: MessagesService = request.app.state.messages
+    return await messages.create(body, request)
+
+
+@v1.post("/messages/count_tokens", response_model=None)
+async def count_message_tokens(body: CountTokensRequest, request: Request) -> Response:
+    messages: MessagesService = request.app.state.messages
+    return await messages.count_tokens(body, request)
 
 
 @v1.post("/completions", response_model=None)

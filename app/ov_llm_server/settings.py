@@ -122,6 +122,17 @@ class Settings(BaseSettings):
         description="Longest compiling one request's JSON schemas (response_format, tools) "
         "into a grammar may take; past it the request is a 400 (schema too complex).",
     )
+    responses_store_max: int = Field(
+        1000,
+        ge=0,
+        description="Most /v1/responses answers kept in memory for previous_response_id and "
+        "GET /v1/responses/{id} (oldest out first; 0 keeps none). Lost on restart.",
+    )
+    responses_store_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Most bytes of stored /v1/responses answers and their conversations.",
+    )
     shutdown_grace_seconds: float = Field(
         20, ge=0, description="Time in-flight requests get to finish on SIGTERM."
     )

@@ -6,6 +6,9 @@
 * ``generation``: what chat and completions share: one engine stream, as SSE or whole;
 * ``chat``, ``completions``: their checks and wire shapes;
 * ``embeddings``, ``rerank``, ``tokenize``: one request, one engine reply.
+* ``responses``, ``anthropic_messages``: OpenAI's Responses and Anthropic's Messages APIs,
+  translated into chat requests and back (``chat_view``); ``response_store`` keeps Responses
+  answers for ``previous_response_id``.
 """
 
 from __future__ import annotations
