@@ -153,6 +153,31 @@ def test_streamed_tool_use(client: anthropic.Anthropic) -> None:
     assert final.stop_reason == "tool_use"
 
 
+def test_forced_tool_use_input_streams_in_pieces(keyed: LiveServer) -> None:
+    payload = {
+        "model": MODEL,
+        "max_tokens": 64,
+        "stream": True,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": [WEATHER],
+        "tool_choice": {"type": "any"},
+    }
+    pieces = []
+    with httpx.stream(
+        "POST", f"{keyed.v1}/messages", json=payload, headers={"x-api-key": KEY}, timeout=60
+    ) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[len("data: ") :])
+                if event["type"] == "content_block_delta":
+                    if event["delta"]["type"] == "input_json_delta":
+                        pieces.append(event["delta"]["partial_json"])
+    assert len(pieces) >= 3, pieces
+    assert json.loads("".join(pieces)) == {"city": "Paris"}
+
+
 def test_stop_sequences_and_max_tokens(client: anthropic.Anthropic) -> None:
     message = client.messages.create(
         model=MODEL,

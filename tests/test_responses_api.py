@@ -127,6 +127,24 @@ def test_forced_function_call(client: openai.OpenAI) -> None:
     assert json.loads(call.arguments) == {"city": "Paris"}
 
 
+def test_forced_call_arguments_stream_in_pieces(server: LiveServer) -> None:
+    """The forced call's item opens with the model's first token, then its arguments come as
+    several deltas whose sum is the item's final arguments."""
+    payload = {
+        "model": MODEL,
+        "input": "What is the weather in Paris?",
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "temperature": 0,
+    }
+    events = responses_sse(server, payload)
+    deltas = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    (done,) = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+    assert len(deltas) >= 3, deltas
+    assert "".join(deltas) == done["arguments"]
+    assert json.loads(done["arguments"]) == {"city": "Paris"}
+
+
 def test_function_call_output_round_trip(client: openai.OpenAI) -> None:
     """The call, then its output by previous_response_id: the model's answer from the result."""
     first = client.responses.create(
