@@ -81,7 +81,9 @@ def test_engines_and_the_doctor_do_without_the_key(
 ) -> None:
     auth = {"Authorization": "Bearer s3cret-key-value"}
     chat(keyed_server, {"model": "tiny-int8", "messages": HELLO}, headers=auth).raise_for_status()
-    (engine,) = httpx.get(f"{keyed_server.base_url}/health").json()["loaded_models"]
+    # pids are in /health for a request bearing the key only.
+    health = httpx.get(f"{keyed_server.base_url}/health", headers=auth, timeout=30).json()
+    (engine,) = health["loaded_models"]
     environ = Path(f"/proc/{engine['pid']}/environ").read_bytes()
     names = {entry.split(b"=", 1)[0] for entry in environ.split(b"\0")}
     assert b"OV_API_KEY" not in names and b"s3cret" not in environ
