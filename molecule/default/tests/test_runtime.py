@@ -110,3 +110,29 @@ def test_distribution_routes_install_no_legacy1_package(host, platform):
     touched = {a[1] for a in dpkg_actions(host)}
     assert not touched & (set(LEGACY1) - {"libigdgmm12"})
     assert not host.file(DOWNLOADS).exists
+
+
+PINS = {
+    "ov-llm-bookworm": {
+        "intel-opencl-icd": "22.43.24595.41",
+        "libigc1": "1.0.12504.6",
+        "libigdfcl1": "1.0.12504.6",
+    },
+}
+PREFERENCES = "/etc/apt/preferences.d/intel-gpu-runtime"
+
+
+def test_distribution_runtime_is_held_at_its_versions(host):
+    pins = PINS.get(host.backend.name, {})
+    preferences = host.file(PREFERENCES)
+    if not pins:
+        # trixie packages no Intel runtime to pin; legacy1 brings its own versions.
+        assert not preferences.exists
+        return
+    text = preferences.content_string
+    for name, version in pins.items():
+        assert f"Package: {name}\nPin: version {version}*\nPin-Priority: 1001" in text
+        assert host.package(name).version.startswith(version), name
+    # apt itself takes the pin: the candidate is the held version.
+    policy = host.check_output("apt-cache policy intel-opencl-icd")
+    assert "Candidate: 22.43.24595.41" in policy

@@ -17,6 +17,9 @@ MODELS = "/var/lib/ov-server/models"
 REGISTRY = f"{MODELS}/converted_models/registry.json"
 ENV_FILE = "/etc/homelab-llm/ov-server.env"
 UNIT_FILE = "/etc/systemd/system/ov-server.service"
+GPU_ENV_FILE = "/etc/homelab-llm/gpu-runtime.env"
+STAMP = "/opt/ov-llm-server/install.stamp"
+ROUTE_FACT = "/etc/ansible/facts.d/intel_gpu_runtime.fact"
 DOCTOR = "/usr/local/sbin/ov-server-doctor"
 MODEL_NAME = "smollm2-135m-instruct"
 
@@ -143,6 +146,11 @@ UNIT_ONLY = {
     "RestartSec",
     "TimeoutStopSec",
     "WantedBy",
+    # The service's own: a doctor's transient unit would remove the service's
+    # runtime directory when it stops, and the doctor needs no API key.
+    "RuntimeDirectory",
+    "RuntimeDirectoryMode",
+    "LoadCredential",
 }
 
 
@@ -201,6 +209,8 @@ EXPECTED_PROPERTIES = {
     # OpenVINO's CPU plugin maps JIT code executable: W^X would break model loading.
     "MemoryDenyWriteExecute": "no",
     "CacheDirectory": "ov-server",
+    "RuntimeDirectory": "ov-server",
+    "RuntimeDirectoryMode": "0750",
 }
 
 
@@ -213,6 +223,8 @@ def test_unit_properties(host):
         properties.setdefault(key, []).append(value)
     actual = {key: properties[key][0] for key in EXPECTED_PROPERTIES}
     assert actual == EXPECTED_PROPERTIES
+    # The GPU runtime's remedy environment, optional, read by the service and its doctor.
+    assert properties["EnvironmentFiles"][1] == f"{GPU_ENV_FILE} (ignore_errors=yes)"
     assert "char-drm rw" in properties["DeviceAllow"]
 
 
@@ -290,3 +302,38 @@ def test_stop_ends_cleanly_then_starts_again(host):
         time.sleep(1)
     else:
         raise AssertionError(f"{SERVICE} did not answer /health after a restart")
+
+
+def test_runtime_directory_is_the_services(host):
+    # systemd makes /run/ov-server for the running service, owned by it ($RUNTIME_DIRECTORY).
+    directory = host.file("/run/ov-server")
+    assert directory.is_directory
+    assert (directory.user, directory.group, directory.mode) == (USER, GROUP, 0o750)
+
+
+def test_gpu_runtime_environment_is_empty_without_a_finding(host):
+    # intel_gpu_runtime_source auto, and no doctor finding with a remedy in a container.
+    env = host.file(GPU_ENV_FILE)
+    assert (env.user, env.group, env.mode) == ("root", GROUP, 0o640)
+    assert [line for line in env.content_string.splitlines() if not line.startswith("#")] == []
+
+
+def test_route_recorded_with_its_reason(host):
+    fact = json.loads(host.file(ROUTE_FACT).content_string)
+    assert fact["route"] == "distribution"
+    assert fact["environment"] == {}
+    assert fact["reason"].startswith("no remedy applied; the doctor said: ")
+    # Ansible reads it back as a local fact.
+    assert host.file(ROUTE_FACT).mode == 0o644
+
+
+def test_install_stamp_keeps_no_index_url(host):
+    stamp = host.file(STAMP).content_string
+    assert "indexes: pip configuration" in stamp
+    assert "://" not in stamp
+
+
+def test_no_api_key_anywhere(host):
+    # No key in this scenario: no credential file, no LoadCredential=.
+    assert not host.file("/etc/homelab-llm/ov-api-key").exists
+    assert "LoadCredential" not in host.file(UNIT_FILE).content_string
