@@ -24,7 +24,7 @@ from ..protocol import (
     TokenLogprob as WireTokenLogprob,
 )
 from .common import Record
-from .generation import GenerationService, Work, sampling
+from .generation import GenerationService, GenerationWork, sampling
 
 
 class ChatService(GenerationService):
@@ -60,7 +60,7 @@ class ChatService(GenerationService):
                         )
         super().check(body)
 
-    def work(self, body: Any, model: LoadedModel) -> Work:
+    def work(self, body: Any, model: LoadedModel) -> GenerationWork:
         assert isinstance(body, ChatCompletionRequest)
         # What the model must produce, and every refusal of it, before the engine sees anything.
         plan = plan_output(

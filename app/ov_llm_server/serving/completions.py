@@ -15,7 +15,7 @@ from ..engine.messages import Generate, Output, PromptLogprob
 from ..model_manager import LoadedModel
 from ..protocol_surface import CompletionRequest
 from .common import Record
-from .generation import GenerationService, Work, sampling
+from .generation import GenerationService, GenerationWork, sampling
 
 
 class CompletionService(GenerationService):
@@ -53,7 +53,7 @@ class CompletionService(GenerationService):
             )
         super().check(body)
 
-    def work(self, body: Any, model: LoadedModel) -> Work:
+    def work(self, body: Any, model: LoadedModel) -> GenerationWork:
         assert isinstance(body, CompletionRequest)
         prompt = body.prompts()[0]
         max_new = self.settings.default_max_tokens if body.max_tokens is None else body.max_tokens

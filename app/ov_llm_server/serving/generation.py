@@ -62,7 +62,7 @@ class Answer(Protocol):
 
 # What an endpoint makes of a request for a loaded model: its engine message (from the
 # request id), and the answer to shape once the engine accepted it.
-Work = tuple[Callable[[int], Generate], Callable[[Output], Answer]]
+GenerationWork = tuple[Callable[[int], Generate], Callable[[Output], Answer]]
 
 
 class GenerationService(Service):
@@ -142,7 +142,7 @@ class GenerationService(Service):
                 param="min_tokens",
             )
 
-    def work(self, body: Any, model: LoadedModel) -> Work:
+    def work(self, body: Any, model: LoadedModel) -> GenerationWork:
         raise NotImplementedError
 
     # ------------------------------------------------------------ request → engine
