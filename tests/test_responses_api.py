@@ -196,7 +196,11 @@ def test_json_schema_at_a_tight_budget(client: openai.OpenAI) -> None:
         max_output_tokens=12,
         text={"format": {"type": "json_schema", "name": "place", "schema": SCHEMA, "strict": True}},
     )
-    assert response.status == "completed", response.incomplete_details
+    # Valid JSON whatever the budget; "incomplete" when the budget cut it and the server
+    # closed it (chat's finish_reason "length").
+    assert response.status in ("completed", "incomplete")
+    if response.status == "incomplete":
+        assert response.incomplete_details.reason == "max_output_tokens"
     assert set(json.loads(response.output_text)) == {"city"}
 
 

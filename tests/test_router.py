@@ -151,6 +151,8 @@ def test_config_has_one_deployment_per_node_and_honest_flags(
         assert params["model"] == f"openai/{deployment['model_name']}"
         assert params["api_key"] == "none"  # the nodes have no key here
     info = {d["model_name"]: d["model_info"] for d in deployments}
+    # LiteLLM forwards these doors to a chat model as they are (README: which door goes where).
+    chat_doors = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"]
     # The tiny model's template renders tools, SmolLM2's does not; neither thinks.
     assert info["tiny-int8"] == {
         "mode": "chat",
@@ -161,6 +163,7 @@ def test_config_has_one_deployment_per_node_and_honest_flags(
         "supports_tool_choice": True,
         "supports_response_schema": True,
         "supports_reasoning": False,
+        "supported_endpoints": chat_doors,
     }
     assert info["smollm2"] == {
         "mode": "chat",
@@ -171,6 +174,7 @@ def test_config_has_one_deployment_per_node_and_honest_flags(
         "supports_tool_choice": False,
         "supports_response_schema": True,
         "supports_reasoning": False,
+        "supported_endpoints": chat_doors,
     }
     assert config["router_settings"]["num_retries"] == 3
 

@@ -40,5 +40,12 @@ def test_config_routes_the_node_models_with_their_capabilities(host):
         "supports_tool_choice": False,
         "supports_response_schema": True,
         "supports_reasoning": False,
+        # LiteLLM forwards these doors to a chat model as they are.
+        "supported_endpoints": [
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/responses",
+            "/v1/messages",
+        ],
     }
     assert config["router_settings"]["num_retries"] == 3
