@@ -113,6 +113,12 @@ SCHEMAS = st.one_of(
         lambda d: {"$defs": {"d": d}, "type": "object", "properties": {"a": {"$ref": "#/$defs/d"}}}
     ),
 )
+# Schemas whose strings are often shorter than the grammar's sentences: maxLength cuts.
+SHORT_STRING_SCHEMAS = st.recursive(
+    st.one_of(st.integers(0, 2).map(lambda n: {"type": "string", "maxLength": n}), _scalars),
+    _compound,
+    max_leaves=6,
+)
 JSON_VALUES = st.recursive(
     st.one_of(_json_scalars, st.floats(-100, 100, allow_nan=False)),
     lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(_keys, c, max_size=3)),

@@ -10,6 +10,7 @@ import pytest
 from ov_llm_server.output.parsers.hermes import Hermes
 from ov_llm_server.output.parsers.llama3_json import Llama3Json
 from ov_llm_server.output.parsers.mistral import Mistral, MistralV11
+from ov_llm_server.output.schema import compile_schema
 from ov_llm_server.output.streamed_calls import ArgumentReader
 
 # Argument values that hold what a naive reader would take for the end of the object.
@@ -89,3 +90,14 @@ def test_arguments_arrive_as_they_are_written() -> None:
     assert reader.feed('uments": {"text": "ab') == [("note", ""), (None, '{"text": "ab')]
     assert reader.feed('c"}}\n</tool_call>') == [(None, 'c"}')]
     assert reader.arguments == ['{"text": "abc"}']
+
+
+def test_max_length_is_cut_as_the_arguments_stream() -> None:
+    short = compile_schema(
+        {"type": "object", "properties": {"city": {"type": "string", "maxLength": 3}}}
+    )
+    reader = ArgumentReader(Hermes.call_head(), Hermes.call_name, models={"note": short})
+    text = hermes(("note", {"city": "Paris", "n": 1}), ("other", {"city": "Paris"}))
+    calls = starts_and_arguments(read(reader, text, 2))
+    assert calls == [("note", '{"city": "Par", "n": 1}'), ("other", '{"city": "Paris"}')]
+    assert reader.arguments == [a for _, a in calls]

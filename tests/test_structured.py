@@ -21,13 +21,19 @@ from hypothesis import strategies as st
 
 from live_server import LiveServer
 from ov_llm_server.errors import APIError
-from ov_llm_server.output import plan_output
+from ov_llm_server.output import length_cut, plan_output
 from ov_llm_server.output.grammar import JsonGrammar
 from ov_llm_server.output.schema import SchemaError, compile_schema, repair, validate
 from ov_llm_server.output.terms import Alt, Cls, Grammar, Lit, Rep, Rule, Seq, Term, literal
 from ov_llm_server.protocol import ChatCompletionRequest
 from ov_llm_server.registry import ModelEntry
-from schema_strategies import JSON_VALUES, PATTERNS, SCHEMAS, largest_allowed_schema
+from schema_strategies import (
+    JSON_VALUES,
+    PATTERNS,
+    SCHEMAS,
+    SHORT_STRING_SCHEMAS,
+    largest_allowed_schema,
+)
 from tiny_model import WEATHER_TOOL as WEATHER
 
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
@@ -176,6 +182,41 @@ def test_closing_finishes_strings_numbers_and_literals() -> None:
     assert grammar.close('{"answer": "", "n": 42, "ok": fa') == "lse}"
     assert grammar.close('{"answer": "", "n": 42, "ok": false}') == ""
     assert grammar.close('{"answer": 1') is None  # not output of this grammar
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    schema=SHORT_STRING_SCHEMAS,
+    seed=st.integers(0, 2**32),
+    sizes=st.lists(st.integers(1, 9), min_size=1),
+)
+def test_length_cut_as_text_streams_equals_repair(schema: Any, seed: int, sizes: list[int]) -> None:
+    """Cutting maxLength strings piece by piece gives what repairing the whole document does."""
+    grammar = _grammar_or_skip(schema)
+    model = compile_schema(schema)
+    assume(length_cut.streams(model))
+    text = sentence(grammar, random.Random(seed))
+    cut, out, i = length_cut.LengthCut(model), [], 0
+    for size in itertools.cycle(sizes):
+        if i >= len(text):
+            break
+        out.append(cut.feed(text[i : i + size]))
+        i += size
+    streamed = json.loads("".join(out))
+    assert streamed == repair(model, json.loads(text)), (text, "".join(out))
+    assert reference_valid(schema, streamed)
+
+
+def test_a_max_length_under_any_of_is_repaired_whole() -> None:
+    short = {"type": "string", "maxLength": 2}
+    nested = {"type": "object", "properties": {"a": {"type": "array", "items": short}}}
+    assert length_cut.streams(compile_schema(nested))
+    assert not length_cut.streams(compile_schema({"anyOf": [nested, {"type": "integer"}]}))
+    assert length_cut.streams(compile_schema({"anyOf": [{"type": "string"}, {"type": "null"}]}))
+    cut = length_cut.LengthCut(compile_schema(nested))
+    assert cut.feed('{"a": ["ab\\"c", "\\n\\n\\n"], "b": "long"}') == (
+        '{"a": ["ab", "\\n\\n"], "b": "long"}'
+    )
 
 
 def test_max_length_is_repaired_not_counted() -> None:

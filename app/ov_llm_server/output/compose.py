@@ -6,6 +6,7 @@ import json
 import logging
 
 from .deltas import OutputParser, ParsedDelta
+from .length_cut import LengthCut
 from .schema import SchemaModel, repair, validate
 from .terms import Grammar
 
@@ -78,21 +79,27 @@ class ClosingParser(OutputParser):
 class DocumentParser(OutputParser):
     """A ``response_format`` answer: one JSON document, streamed as content.
 
-    Cut output is finished with the shortest valid ending. When the schema has a
-    ``maxLength`` (which the grammar leaves to :func:`schema.repair`), the document is held
-    back and sent whole once it is repaired.
+    Cut output is finished with the shortest valid ending. A ``maxLength`` (which the grammar
+    leaves to :func:`schema.repair`) is applied as the text streams (``cut``); where it cannot
+    be (:func:`length_cut.streams`), the document is held back and sent whole once repaired.
     """
 
-    def __init__(self, grammar: Grammar, model: SchemaModel, *, hold: bool) -> None:
+    def __init__(
+        self, grammar: Grammar, model: SchemaModel, *, hold: bool, cut: LengthCut | None = None
+    ) -> None:
         self._grammar = grammar
         self._model = model
         self._hold = hold
+        self._cut = cut
         self._text = ""
         self.done = False
 
     def feed(self, text: str) -> ParsedDelta:
         self._text += text
-        return ParsedDelta() if self._hold else ParsedDelta(content=text)
+        return ParsedDelta() if self._hold else ParsedDelta(content=self._streamed(text))
+
+    def _streamed(self, text: str) -> str:
+        return text if self._cut is None else self._cut.feed(text)
 
     def finish(self) -> ParsedDelta:
         # An answer the model ended itself needs no reading through the grammar.
@@ -100,7 +107,7 @@ class DocumentParser(OutputParser):
         self.done = True
         self.closed = bool(suffix)
         if not self._hold:
-            return ParsedDelta(content=suffix)
+            return ParsedDelta(content=self._streamed(suffix))
         whole = self._text + suffix
         try:
             value = json.loads(whole)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .. import errors
 from ..protocol import ChatCompletionRequest, NamedToolChoice, ToolDefinition
 from ..registry import ModelEntry
-from . import parsers
+from . import length_cut, parsers
 from .budget import COMPILE_STEPS, Budget, TooComplex
 from .compose import ChainedParser, ClosingParser, DocumentParser
 from .deltas import OutputParser
@@ -181,8 +181,9 @@ def _forced_call(
     catalog, grammar, ebnf, shortest = _COMPILED.get(key, build)
     _check_sampling(request)
 
-    # maxLength is cut by schema.repair once a call is whole: such arguments cannot stream.
-    stream = not any(needs_repair(model) for model in catalog.models.values())
+    # A maxLength is cut as the arguments stream, unless the string's node is only known
+    # once the call is whole (under an anyOf): then schema.repair cuts the whole call.
+    stream = all(length_cut.streams(model) for model in catalog.models.values())
 
     def parser(_: str) -> OutputParser:
         # The grammar holds the answer from its first token: there is no room for thinking.
@@ -190,7 +191,7 @@ def _forced_call(
         if not stream:
             return ClosingParser(grammar, inner)
         only = next(iter(catalog.models)) if len(catalog.models) == 1 else None
-        reader = ArgumentReader(fmt.call_head(), fmt.call_name, only)
+        reader = ArgumentReader(fmt.call_head(), fmt.call_name, only, catalog.models)
         return StreamedCallParser(grammar, inner, reader, fmt.new_id)
 
     return OutputPlan(ebnf, template_tools, parser, shortest)
@@ -212,20 +213,24 @@ def _schema(
     else:
         schema = spec.json_schema.schema_
 
-    def build() -> tuple[SchemaModel, Grammar, str, str, bool]:
+    def build() -> tuple[SchemaModel, Grammar, str, str, bool, bool]:
         try:
             builder = JsonGrammar(budget)
             model = compile_schema(schema, budget)
             grammar = builder.grammar(builder.model(model))
         except SchemaError as exc:
             raise _schema_error(exc, "response_format", "the response_format schema") from exc
-        return model, grammar, grammar.ebnf(), _shortest(grammar), needs_repair(model)
+        cut = needs_repair(model)
+        hold = cut and not length_cut.streams(model)
+        return model, grammar, grammar.ebnf(), _shortest(grammar), cut and not hold, hold
 
-    model, grammar, ebnf, shortest, hold = _COMPILED.get(("response_format", schema), build)
+    model, grammar, ebnf, shortest, cut, hold = _COMPILED.get(("response_format", schema), build)
     _check_sampling(request)
 
     def parser(_: str) -> OutputParser:
-        return DocumentParser(grammar, model, hold=hold)
+        return DocumentParser(
+            grammar, model, hold=hold, cut=length_cut.LengthCut(model) if cut else None
+        )
 
     return OutputPlan(ebnf, template_tools, parser, shortest)
 

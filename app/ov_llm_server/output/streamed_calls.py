@@ -13,18 +13,20 @@ the final arguments, streamed or not.
 
 A free call is not streamed: until it has closed and validated, it may turn out to be text
 (a made-up tool, arguments off the schema), and half a call must not leak into either the
-calls or the content. A forced call whose schema has a ``maxLength`` is not streamed either:
-the grammar leaves that cut to ``schema.repair``, which rewrites the arguments at the end.
+calls or the content. A ``maxLength``, which the grammar does not count, is applied as the
+arguments stream (:mod:`length_cut`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .compose import ClosingParser
 from .deltas import CallPiece, OutputParser, ParsedDelta
+from .length_cut import LengthCut
+from .schema import SchemaModel, needs_repair
 from .terms import Grammar
 
 
@@ -37,8 +39,11 @@ class ArgumentReader:
         head: re.Pattern[str],
         name_of: Callable[[re.Match[str]], str],
         only: str | None = None,
+        models: Mapping[str, SchemaModel] | None = None,
     ) -> None:
         self._head = head
+        self._models = models or {}
+        self._cut: LengthCut | None = None
         self._name_of = name_of
         # With one tool to call, the first call's name is known before the model writes it:
         # the call starts with the model's first token, not once its head is written.
@@ -72,6 +77,8 @@ class ArgumentReader:
             start = self._pos
             end = self._scan()
             piece = self._text[start:end]
+            if self._cut is not None:
+                piece = self._cut.feed(piece)
             self._pos = end
             if piece:
                 self.arguments[-1] += piece
@@ -82,6 +89,8 @@ class ArgumentReader:
     def _start(self, name: str, events: list[tuple[str | None, str]]) -> None:
         events.append((name, ""))
         self.arguments.append("")
+        model = self._models.get(name)
+        self._cut = LengthCut(model) if model is not None and needs_repair(model) else None
 
     def _scan(self) -> int:
         """Reads JSON from ``_pos``; the position after the object's closing brace when it
