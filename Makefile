@@ -64,3 +64,4 @@ test: lint machine ## Everything: lint, then pytest and Molecule side by side
 bench: setup-dev ## Benchmark the server against the raw engine; writes bench/results/
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/doors.py
