@@ -5,6 +5,7 @@ with the prompt once and every choice's tokens, and the ``OV_MAX_N`` bound."""
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -156,3 +157,30 @@ def test_a_stop_sequence_is_named_in_stop_reason(server: LiveServer) -> None:
     assert (closing["finish_reason"], closing["stop_reason"]) == ("stop", "three")
     plain = post(server, "chat/completions", chat_body("D_COUNT", temperature=0)).json()
     assert "stop_reason" not in plain["choices"][0]
+
+
+def test_a_client_leaving_ends_every_choice(server: LiveServer) -> None:
+    payload = {
+        "model": MODEL,
+        "messages": DIALOGUES["D_STORY"]["messages"],
+        "n": 3,
+        "max_tokens": 2000,
+        "ignore_eos": True,
+        "stream": True,
+        **SAMPLED,
+    }
+    seen: set[int] = set()
+    with httpx.stream("POST", f"{server.v1}/chat/completions", json=payload, timeout=TIMEOUT) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                seen.update(c["index"] for c in json.loads(line[len("data: ") :])["choices"])
+            if seen == {0, 1, 2}:
+                break  # leaves with every choice still generating
+    deadline = time.monotonic() + 60
+    while True:
+        health = httpx.get(f"{server.base_url}/health", timeout=30).json()
+        [model] = [m for m in health["loaded_models"] if m["name"] == MODEL]
+        if model["in_flight"] == 0 and model["engine_requests"] == 0:
+            break
+        assert time.monotonic() < deadline, model
+        time.sleep(0.2)
