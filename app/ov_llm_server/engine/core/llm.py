@@ -15,7 +15,7 @@ Several choices of one prompt (the API's ``n``) are as many GenAI requests of on
 each, not one request with ``num_return_sequences``. What GenAI 2026.4 does with
 ``num_return_sequences`` above 1 rules it out: it streams nothing until every sequence has
 finished (``SequenceGroup::notify_handle`` pushes partial outputs for a single sequence only);
-a grammar (structured output, forced tool calls) no longer holds, since the sequences share
+a grammar (structured output, forced tool calls) no longer holds, as if the sequences shared
 one grammar matcher (a JSON schema at temperature 1.5: 12 of 12 sampled sequences invalid
 JSON, against 4 of 4 valid with one sequence a request); and greedy decoding refuses it. Apart,
 each choice streams, stops at its own stop sequence and keeps its own grammar; the
