@@ -1,7 +1,8 @@
 """The Responses and Messages APIs through a real LiteLLM proxy configured by
 ``ov-llm-server litellm-config``: its ``openai/`` deployments forward ``/v1/responses`` here as
 is, and serve ``/v1/messages`` by calling this server's ``/v1/responses``. Chat keeps working
-beside them (tests/test_litellm.py covers chat, completions, embeddings and rerank)."""
+beside them (tests/test_litellm.py covers chat, completions, embeddings and rerank). The OpenAI
+Agents SDK runs an agent's loop through the proxy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import anthropic
 import openai
 import pytest
 import yaml
+from agents import Agent, ModelSettings, OpenAIResponsesModel, RunConfig, Runner, function_tool
+from openai import AsyncOpenAI
 
 from litellm_proxy import Proxy, litellm_config, requires_litellm, running_proxy
 from live_server import LiveServer
@@ -175,6 +178,43 @@ def test_messages_stop_sequences(anthropic_client: anthropic.Anthropic) -> None:
         stop_sequences=["three"],
     )
     assert message.content[0].text == "one two "  # type: ignore[union-attr]
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence == "three"
+
+
+# ---------------------------------------------------------------- the OpenAI Agents SDK
+
+
+def weather_agent_answer(base_url: str, api_key: str, calls: list[str]) -> str:
+    """The README's Agents SDK example: one function tool, called on the first turn (the
+    tiny model is made to; ``reset_tool_choice`` frees the next turn), then a final answer."""
+    client = AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=300.0)
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city.
+
+        Args:
+            city: Name of the city.
+        """
+        calls.append(city)
+        return json.dumps({"temperature": 21})
+
+    agent = Agent(
+        name="weather",
+        model=OpenAIResponsesModel(model=MODEL, openai_client=client),
+        tools=[get_weather],
+        model_settings=ModelSettings(tool_choice="required", temperature=0),
+    )
+    run_config = RunConfig(tracing_disabled=True)  # no trace upload to OpenAI
+    result = Runner.run_sync(agent, "What is the weather in Paris?", run_config=run_config)
+    return str(result.final_output)
+
+
+def test_openai_agents_sdk_runs_its_loop_to_a_final_answer(proxy: Proxy) -> None:
+    calls: list[str] = []
+    answer = weather_agent_answer(f"{proxy.base_url}/v1", proxy.key, calls)
+    assert calls == ["Paris"]  # the tool ran, once, with the model's arguments
+    assert answer == DIALOGUES["D_TOOL_RESULT"]["answer"]
 
 
 def test_chat_still_works(openai_client: openai.OpenAI) -> None:

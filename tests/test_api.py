@@ -275,7 +275,8 @@ def test_malformed_json_is_400(server: LiveServer) -> None:
             {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
             "max_tokens",
         ),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 5}, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
         (
             {
                 "model": MODEL,

@@ -56,6 +56,11 @@ def test_stop_matcher_stops_at_the_first_stop_to_appear_for_any_split(
             break
     assert stopped == should_stop
     assert out == expected
+    # The stop reported is one that starts where the text was cut.
+    if stopped:
+        assert matcher.met in stops and text.startswith(matcher.met or "", len(out))
+    else:
+        assert matcher.met is None
 
 
 def _ids(tokenizer: og.Tokenizer, text: str) -> list[int]:

@@ -187,6 +187,28 @@ def test_stop_sequences_and_max_tokens(client: anthropic.Anthropic) -> None:
         extra_body=GREEDY,
     )
     assert message.content[0].text == "one two "  # type: ignore[union-attr]
+    assert message.stop_reason == "stop_sequence" and message.stop_sequence == "three"
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Count to five"}],
+        stop_sequences=["nine", "three"],
+        extra_body=GREEDY,
+    ) as stream:
+        deltas = [event for event in stream if event.type == "message_delta"]
+        streamed = stream.get_final_message()
+    assert [(d.delta.stop_reason, d.delta.stop_sequence) for d in deltas] == [
+        ("stop_sequence", "three")
+    ]
+    assert streamed.stop_reason == "stop_sequence" and streamed.stop_sequence == "three"
+    unmet = client.messages.create(
+        model=MODEL,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Count to five"}],
+        stop_sequences=["nine"],
+        extra_body=GREEDY,
+    )
+    assert unmet.stop_reason == "end_turn" and unmet.stop_sequence is None
     cut = client.messages.create(
         model=MODEL,
         max_tokens=3,

@@ -157,7 +157,7 @@ def test_completion_prompts_in_all_forms() -> None:
     ("fields", "message"),
     [
         ({"prompt": []}, "'prompt' must not be empty"),
-        ({"n": 2}, "n must be 1"),
+        ({"n": 0}, "greater than or equal to 1"),
         ({"best_of": 3}, "best_of must be 1"),
         ({"max_tokens": 0}, "0 only with echo"),
         ({"echo": True, "suffix": "x"}, "echo cannot be combined with suffix"),

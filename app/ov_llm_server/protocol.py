@@ -296,6 +296,8 @@ class Choice(BaseModel):
     message: ResponseMessage
     finish_reason: FinishReason
     logprobs: ChoiceLogprobs | None = None
+    # vLLM's field: the stop sequence that ended the answer (left out when none did).
+    stop_reason: str | None = None
 
 
 class ChatCompletion(BaseModel):

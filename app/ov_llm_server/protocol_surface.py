@@ -273,8 +273,6 @@ class CompletionRequest(SamplingRequest):
 
     @model_validator(mode="after")
     def _supported(self) -> CompletionRequest:
-        if self.n != 1:
-            raise ValueError("n must be 1: one completion per prompt")
         if self.best_of not in (None, 1):
             raise ValueError("best_of must be 1")
         if self.max_tokens == 0 and not self.echo:

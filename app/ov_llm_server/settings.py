@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     max_messages: int = Field(512, ge=1, description="Most messages in one request.")
+    max_n: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Most choices (n) one chat or completions request may ask for; each is "
+        "a sequence of its own in the engine's batch.",
+    )
     schema_compile_seconds: float = Field(
         3,
         gt=0,

@@ -86,9 +86,13 @@ class _Pending:
         self.finished = False
         self._on_finish: Callable[[], None] | None = None
 
+    def _ends(self, item: Output | Reply | BaseException) -> bool:
+        """Whether ``item``, arriving now, is the engine's last word on the request."""
+        return not isinstance(item, Output) or item.finish is not None
+
     def _put(self, item: Output | Reply | BaseException) -> None:
         self._queue.put_nowait(item)
-        last = not isinstance(item, Output) or item.finish is not None
+        last = self._ends(item)
         if last and not self.finished:
             self.finished = True
             if self._on_finish is not None:
@@ -124,7 +128,21 @@ class _Pending:
 
 
 class RequestStream(_Pending):
-    """A generation: its outputs, ending with a finished one."""
+    """A generation: its outputs, ending once each of its ``choices`` has finished (or with
+    a "cancelled" or "error" finish, which ends them all)."""
+
+    def __init__(self, engine: EngineProcess, rid: int, fingerprint: bytes, choices: int) -> None:
+        super().__init__(engine, rid, fingerprint)
+        self._arriving = choices  # choices whose last output has not arrived
+        self._reading = choices  # choices whose last output has not been read
+
+    def _ends(self, item: Output | Reply | BaseException) -> bool:
+        if not isinstance(item, Output):
+            return True
+        if item.finish is None:
+            return False
+        self._arriving -= 1
+        return self._arriving <= 0 or item.finish in ("cancelled", "error")
 
     def __aiter__(self) -> RequestStream:
         return self
@@ -135,7 +153,9 @@ class RequestStream(_Pending):
         item = await self._next()
         assert isinstance(item, Output)
         if item.finish is not None:
-            self.done = True
+            self._reading -= 1
+            if self._reading <= 0 or item.finish in ("cancelled", "error"):
+                self.done = True
         return item
 
     async def accepted(self) -> Output:
@@ -325,7 +345,7 @@ class EngineProcess:
     def generate(self, build: Callable[[int], Generate]) -> RequestStream:
         """Starts a generation; ``build`` makes its message from the request id."""
         message = build(self._new_rid())
-        stream = RequestStream(self, message.rid, fingerprint(message))
+        stream = RequestStream(self, message.rid, fingerprint(message), message.params.n)
         if refusal := self._refusal(stream):
             stream._put(Output(stream.rid, "", 0, "error", refusal, code=POISON_REQUEST))
             return stream
@@ -414,13 +434,11 @@ class EngineProcess:
             if self._on_drafts is not None and message.draft_tokens:
                 self._on_drafts(message.draft_tokens, message.accepted_tokens)
             for output in message.outputs:
-                stream = (
-                    self._streams.pop(output.rid, None)
-                    if output.finish is not None
-                    else self._streams.get(output.rid)
-                )
+                stream = self._streams.get(output.rid)
                 if stream is not None:
                     stream._put(output)
+                    if stream.finished:
+                        del self._streams[output.rid]
             for reply in message.replies:
                 pending = self._streams.pop(reply.rid, None)
                 if pending is not None:

@@ -91,6 +91,9 @@ class SamplingParams(msgspec.Struct, frozen=True):
     logprobs: bool = False
     # With ``logprobs``: the prompt's tokens and their log probabilities too.
     echo: bool = False
+    # Choices to generate from the one prompt (the API's ``n``): each is its own GenAI
+    # request, see ``engine/core/llm.py``.
+    n: int = 1
 
 
 # ---------------------------------------------------------------- HTTP process -> engine
@@ -186,7 +189,9 @@ class LoadFailed(msgspec.Struct, tag=True, frozen=True):
 
 
 class Output(msgspec.Struct, array_like=True, frozen=True):
-    """New text of one request in one step; ``finish`` set on its last output.
+    """New text of one choice of a request in one step; ``finish`` set on the choice's last
+    output. A request ends when each of its choices has finished, or at once with a
+    "cancelled" or "error" finish (which stands for every choice not finished yet).
 
     A request's first output acknowledges it: ``prompt_tokens`` set (with the end of the
     rendered prompt, which tells the parsers whether the template opened a think block),
@@ -195,7 +200,7 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
 
     rid: int
     text: str
-    tokens: int  # completion tokens so far
+    tokens: int  # completion tokens so far, of all the request's choices together
     finish: EngineFinish | None = None
     error: str | None = None
     # Why a request was refused: template_error, context_length_exceeded, max_tokens_too_small.
@@ -207,6 +212,9 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
     logprobs: list[TokenLogprob] | None = None
     # With SamplingParams.echo as well: the prompt's tokens, once, on the first step.
     prompt_logprobs: list[PromptLogprob] | None = None
+    index: int = 0  # the choice (0 to SamplingParams.n - 1)
+    # On a last output: the stop sequence that ended the choice, if one did.
+    stop: str | None = None
 
 
 class Embedded(msgspec.Struct, tag=True, frozen=True):

@@ -41,6 +41,14 @@ PARAMS = {
 STOP_REASONS = {"tool_calls": "tool_use", "length": "max_tokens", "stop": "end_turn"}
 
 
+def stop_reason(finish: str, stop_sequence: str | None) -> str | None:
+    """Anthropic's stop reason of chat's finish (and ``stop_reason``: the stop sequence that
+    ended the answer, if one did)."""
+    if finish == "stop" and stop_sequence is not None:
+        return "stop_sequence"
+    return STOP_REASONS.get(finish)
+
+
 class MessagesService:
     def __init__(self, chat: ChatService, tokenize: TokenizeService) -> None:
         self.chat = chat
@@ -167,7 +175,11 @@ class _Answer:
         self.thinking = body.thinking is None or body.thinking.type != "disabled"
 
     def message(
-        self, content: list[dict[str, Any]], stop_reason: str | None, usage: dict[str, int]
+        self,
+        content: list[dict[str, Any]],
+        finish: str | None,
+        stop_sequence: str | None,
+        usage: dict[str, int],
     ) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -175,9 +187,8 @@ class _Answer:
             "role": "assistant",
             "model": self.body.model,
             "content": content,
-            "stop_reason": stop_reason,
-            # Which stop sequence cut the answer is not reported by the engine.
-            "stop_sequence": None,
+            "stop_reason": None if finish is None else stop_reason(finish, stop_sequence),
+            "stop_sequence": stop_sequence,
             "usage": usage,
         }
 
@@ -203,13 +214,14 @@ class _Answer:
         usage = completion["usage"]
         return self.message(
             content,
-            STOP_REASONS[choice["finish_reason"]],
+            choice["finish_reason"],
+            choice.get("stop_reason"),
             {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
         )
 
     async def events(self, stream: ChatStream) -> AsyncIterator[str]:
         events = _Events()
-        start = self.message([], None, {"input_tokens": 0, "output_tokens": 0})
+        start = self.message([], None, None, {"input_tokens": 0, "output_tokens": 0})
         yield events.emit("message_start", message=start)
         yield events.emit("ping")
         async for chunk in stream.chunks:
@@ -224,7 +236,10 @@ class _Answer:
         usage = events.usage or {"prompt_tokens": 0, "completion_tokens": 0}
         yield events.emit(
             "message_delta",
-            delta={"stop_reason": STOP_REASONS.get(events.finish or "stop"), "stop_sequence": None},
+            delta={
+                "stop_reason": stop_reason(events.finish or "stop", events.stop_sequence),
+                "stop_sequence": events.stop_sequence,
+            },
             usage={
                 "input_tokens": usage["prompt_tokens"],
                 "output_tokens": usage["completion_tokens"],
@@ -240,6 +255,7 @@ class _Events:
         self.index = -1
         self.block: str | None = None  # the open block's type
         self.finish: str | None = None
+        self.stop_sequence: str | None = None
         self.usage: dict[str, Any] | None = None
 
     @staticmethod
@@ -276,6 +292,7 @@ class _Events:
                     out.append(self.emit("content_block_delta", index=self.index, delta=delta_json))
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
+                self.stop_sequence = choice.get("stop_reason")
         return out
 
     def _delta(self, block: dict[str, Any], delta: dict[str, Any]) -> list[str]:

@@ -34,8 +34,6 @@ class ChatService(GenerationService):
 
     def check(self, body: Any) -> None:
         assert isinstance(body, ChatCompletionRequest)
-        if body.n != 1:
-            raise errors.bad_request("Only n=1 is supported", param="n", code="unsupported_value")
         if body.top_logprobs:
             raise errors.bad_request(
                 "top_logprobs must be 0: OpenVINO GenAI gives the chosen token's log "
@@ -100,6 +98,7 @@ class ChatAnswer:
         self._tool_calls = 0
         self._logprobs: list[TokenLogprob] | None = [] if logprobs else None
         self._unsent: list[TokenLogprob] = []  # logprobs not streamed yet
+        self._stop: str | None = None  # the stop sequence that ended the answer
 
     @property
     def done(self) -> bool:
@@ -113,6 +112,7 @@ class ChatAnswer:
         parsed = self._parser.feed(output.text)
         if last:
             parsed.merge(self._parser.finish())
+            self._stop = output.stop
         self._parsed.merge(parsed)
         self._tool_calls += len(parsed.tool_calls)
         if self._logprobs is not None and output.logprobs:
@@ -138,6 +138,8 @@ class ChatAnswer:
 
     def closing(self, finish: str) -> dict[str, Any]:
         choice = _choice({}, finish)
+        if stop := self._stop_reason(finish):
+            choice["stop_reason"] = stop
         if self._unsent:
             choice["logprobs"] = _logprobs(self._unsent)
             self._unsent = []
@@ -165,7 +167,14 @@ class ChatAnswer:
             id=record.completion_id,
             created=record.created,
             model=record.model,
-            choices=[Choice(message=message, finish_reason=finish, logprobs=logprobs)],
+            choices=[
+                Choice(
+                    message=message,
+                    finish_reason=finish,
+                    logprobs=logprobs,
+                    stop_reason=self._stop_reason(finish),
+                )
+            ],
             usage=record.usage(),
         )
         answer = completion.model_dump(exclude_none=True)
@@ -173,6 +182,10 @@ class ChatAnswer:
         answer["choices"][0]["message"].setdefault("content", None)
         answer["choices"][0].setdefault("logprobs", None)
         return answer
+
+    def _stop_reason(self, finish: str) -> str | None:
+        # An answer that ends in tool calls says so, whatever cut the text after them.
+        return self._stop if finish == "stop" else None
 
 
 def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

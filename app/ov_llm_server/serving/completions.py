@@ -83,12 +83,15 @@ class CompletionAnswer:
         self._text: list[str] = []
         self._logprobs: dict[str, Any] | None = _empty_logprobs() if logprobs else None
         self._offset = 0  # where the next token starts in the choice's text
+        self._stop: str | None = None  # the stop sequence that ended the text
 
     def opening(self) -> list[dict[str, Any]]:
         return []
 
     def feed(self, output: Output, last: bool) -> list[dict[str, Any]]:
         text = output.text
+        if last:
+            self._stop = output.stop
         entries: list[PromptLogprob] = []
         if self._echo is not None:
             entries += output.prompt_logprobs or []
@@ -126,7 +129,13 @@ class CompletionAnswer:
         return engine_finish
 
     def closing(self, finish: str) -> dict[str, Any]:
-        return {"index": 0, "text": "", "logprobs": None, "finish_reason": finish}
+        return {
+            "index": 0,
+            "text": "",
+            "logprobs": None,
+            "finish_reason": finish,
+            **self._stopped(),
+        }
 
     def body(self, record: Record, finish: str) -> dict[str, Any]:
         choice = {
@@ -134,6 +143,7 @@ class CompletionAnswer:
             "text": "".join(self._text),
             "logprobs": self._logprobs,
             "finish_reason": finish,
+            **self._stopped(),
         }
         return {
             "id": record.completion_id,
@@ -143,6 +153,10 @@ class CompletionAnswer:
             "choices": [choice],
             "usage": record.usage().model_dump(),
         }
+
+    def _stopped(self) -> dict[str, str]:
+        """vLLM's ``stop_reason``: the stop sequence that ended the text, if one did."""
+        return {"stop_reason": self._stop} if self._stop is not None else {}
 
 
 _LISTS = ("tokens", "token_logprobs", "text_offset")

@@ -1,9 +1,10 @@
 """What chat and legacy completions share: one engine stream, streamed as SSE or answered whole.
 
 An endpoint says how its request becomes a :class:`Generate` (and refuses what it cannot
-serve), and gives each request an :class:`Answer`: the view that turns the engine's outputs
-into its wire shape (chat deltas, completion texts), both streamed chunk by chunk and whole.
-Streaming and non-streaming feed the same answer, so both say the same for the same text.
+serve), and gives each choice of a request an :class:`Answer`: the view that turns the
+engine's outputs into its wire shape (chat deltas, completion texts), both streamed chunk by
+chunk and whole. Streaming and non-streaming feed the same answers, so both say the same for
+the same text. :class:`Choices` holds a request's answers (``n`` of them) and numbers them.
 """
 
 from __future__ import annotations
@@ -57,7 +58,68 @@ class Answer(Protocol):
         """The streamed choice that carries ``finish_reason``."""
 
     def body(self, record: Record, finish: str) -> dict[str, Any]:
-        """The whole, non-streamed response."""
+        """The whole, non-streamed response (with this answer as its only choice)."""
+
+
+class Choices:
+    """The answers of one request, one per choice: each engine output goes to its choice's,
+    and what they say is numbered with the choice's ``index``. A choice's closing chunk goes
+    out as soon as its last output came."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        self._answers = answers
+        self._finishes: list[str | None] = [None] * len(answers)
+        self.chunk_object = answers[0].chunk_object
+
+    @property
+    def done(self) -> bool:
+        return all(answer.done for answer in self._answers)
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [
+            _numbered(choice, index)
+            for index, answer in enumerate(self._answers)
+            for choice in answer.opening()
+        ]
+
+    def feed(self, output: Output) -> list[dict[str, Any]]:
+        """The chunks of one engine output. A "cancelled" finish (the engine stopped what
+        was left of an answer already complete) closes every choice still open."""
+        if output.finish == "cancelled":
+            indexes = [i for i, finish in enumerate(self._finishes) if finish is None]
+        else:
+            indexes = [output.index]
+        out: list[dict[str, Any]] = []
+        for index in indexes:
+            answer = self._answers[index]
+            last = output.finish is not None
+            out += [_numbered(choice, index) for choice in answer.feed(output, last)]
+            if last:
+                finish = answer.finish_reason(output.finish or "stop")
+                self._finishes[index] = finish
+                out.append(_numbered(answer.closing(finish), index))
+        return out
+
+    @property
+    def finish_reason(self) -> str:
+        """What the log line says: each choice's finish reason."""
+        return ",".join(finish or "error" for finish in self._finishes)
+
+    def body(self, record: Record) -> dict[str, Any]:
+        bodies = [
+            answer.body(record, finish or "error")
+            for answer, finish in zip(self._answers, self._finishes, strict=True)
+        ]
+        whole = bodies[0]
+        whole["choices"] = [
+            _numbered(body["choices"][0], index) for index, body in enumerate(bodies)
+        ]
+        return whole
+
+
+def _numbered(choice: dict[str, Any], index: int) -> dict[str, Any]:
+    choice["index"] = index
+    return choice
 
 
 # What an endpoint makes of a request for a loaded model: its engine message (from the
@@ -78,7 +140,7 @@ class GenerationService(Service):
         deadline = self.deadline()
         lease = self.admit(record, lambda: self.check(body))
 
-        async def submit(model: LoadedModel) -> tuple[RequestStream, Answer]:
+        async def submit(model: LoadedModel) -> tuple[RequestStream, Choices]:
             return await self._submit(body, model, record)
 
         ready = await self.until_ready(
@@ -126,6 +188,12 @@ class GenerationService(Service):
 
     def check(self, body: Any) -> None:
         """Refusals that need no model (400s), before admission."""
+        if body.n > self.settings.max_n:
+            raise errors.bad_request(
+                f"n {body.n} exceeds this server's limit of {self.settings.max_n} choices "
+                "a request",
+                param="n",
+            )
         requested = body.max_tokens
         if isinstance(body, ChatCompletionRequest):
             requested = body.requested_max_tokens()
@@ -149,7 +217,7 @@ class GenerationService(Service):
 
     async def _submit(
         self, body: GenerationRequest, model: LoadedModel, record: Record
-    ) -> tuple[RequestStream, Answer]:
+    ) -> tuple[RequestStream, Choices]:
         # Every refusal of the request comes before the engine sees anything. In a thread:
         # compiling a client's schema may take up to its deadline (plan.py), and the loop
         # serves every other request meanwhile.
@@ -173,12 +241,12 @@ class GenerationService(Service):
                 raise errors.bad_request(str(accepted.error), param=param, code=accepted.code)
             raise errors.engine_error(f"Generation failed: {accepted.error}")
         record.prompt_tokens = accepted.prompt_tokens or 0
-        return stream, make_answer(accepted)
+        return stream, Choices([make_answer(accepted) for _ in range(body.n)])
 
     # ------------------------------------------------------------ engine → answer
 
     async def _follow(
-        self, stream: RequestStream, answer: Answer, record: Record
+        self, stream: RequestStream, answer: Choices, record: Record
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """The answer's choices as the engine's outputs come; an APIError when it fails."""
         try:
@@ -187,11 +255,12 @@ class GenerationService(Service):
                 # it is thrown away: usage counts the tokens up to the end of the answer.
                 if not answer.done:
                     self._track(record, output)
-                last = output.finish is not None
-                if last and (problem := _finish_failure(output, stream, record)):
+                if output.finish is not None and (
+                    problem := _finish_failure(output, stream, record)
+                ):
                     raise problem
-                yield answer.feed(output, last)
-                if not last and answer.done:
+                yield answer.feed(output)
+                if not stream.done and answer.done:
                     stream.cancel()  # the answer is complete: the rest would be thrown away
         except (EngineGone, DeadlinePassed) as exc:
             raise failure(exc, record.model, self.settings) from exc
@@ -204,7 +273,7 @@ class GenerationService(Service):
             record.finish_reason = output.finish
 
     async def _complete(
-        self, stream: RequestStream, answer: Answer, record: Record, request: Request
+        self, stream: RequestStream, answer: Choices, record: Record, request: Request
     ) -> Response:
         collector = asyncio.ensure_future(self._drain(stream, answer, record))
         watcher = asyncio.ensure_future(disconnected(request))
@@ -221,12 +290,11 @@ class GenerationService(Service):
         if problem is not None:
             record.status = problem.status
             raise problem
-        finish = answer.finish_reason(record.finish_reason)
-        record.finish_reason = finish
-        return JSONResponse(answer.body(record, finish))
+        record.finish_reason = answer.finish_reason
+        return JSONResponse(answer.body(record))
 
     async def _drain(
-        self, stream: RequestStream, answer: Answer, record: Record
+        self, stream: RequestStream, answer: Choices, record: Record
     ) -> errors.APIError | None:
         try:
             async for _ in self._follow(stream, answer, record):
@@ -238,7 +306,7 @@ class GenerationService(Service):
     async def _sse(
         self,
         stream: RequestStream,
-        answer: Answer,
+        answer: Choices,
         record: Record,
         include_usage: bool,
         end: Callable[[], None],
@@ -257,9 +325,7 @@ class GenerationService(Service):
             async for choices in self._follow(stream, answer, record):
                 for choice in choices:
                     yield chunk(choice)
-            finish = answer.finish_reason(record.finish_reason)
-            record.finish_reason = finish
-            yield chunk(answer.closing(finish))
+            record.finish_reason = answer.finish_reason
             if include_usage:
                 usage = record.usage().model_dump_json()
                 yield f'data: {head}[],"usage":{usage}}}\n\n'
@@ -358,6 +424,7 @@ def sampling(
         ignore_eos=body.ignore_eos,
         logprobs=logprobs,
         echo=echo,
+        n=body.n,
     )
 
 

@@ -10,11 +10,26 @@ then stop sequences.
 
 Log probabilities: GenAI 2026.4 reports the chosen token's log probability only (no
 alternatives), for generated tokens and, with ``echo``, for the prompt's.
+
+Several choices of one prompt (the API's ``n``) are as many GenAI requests of one sequence
+each, not one request with ``num_return_sequences``. What GenAI 2026.4 does with
+``num_return_sequences`` above 1 rules it out: it streams nothing until every sequence has
+finished (``SequenceGroup::notify_handle`` pushes partial outputs for a single sequence only);
+a grammar (structured output, forced tool calls) no longer holds, as if the sequences shared
+one grammar matcher (a JSON schema at temperature 1.5: 12 of 12 sampled sequences invalid
+JSON, against 4 of 4 valid with one sequence a request); and greedy decoding refuses it. Apart,
+each choice streams, stops at its own stop sequence and keeps its own grammar; the
+scheduler's prefix cache shares the prompt's KV blocks once computed. Choice ``i`` samples
+with the seed ``seed + i`` (without a seed, from a random one), so choice 0 is the answer the
+same request with ``n`` 1 gets; greedy choices are the same answer ``n`` times, as greedy
+decoding is.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +48,7 @@ from ..messages import (
     Generate,
     Output,
     PromptLogprob,
+    SamplingParams,
     Speculation,
     TokenLogprob,
     Work,
@@ -73,9 +89,16 @@ def fim_prompt(markers: tuple[str, str, str], prefix: str, suffix: str) -> str:
 log = logging.getLogger("ov_llm_server.engine")
 
 
+# What GenAI's rng_seed (a size_t) takes: a choice's seed wraps around it.
+_SEEDS = 2**64
+
+
 @dataclass
-class _Request:
+class _Sequence:
+    """One choice of a request: one GenAI request."""
+
     rid: int
+    index: int
     handle: Any
     detokenizer: IncrementalDetokenizer
     stop: StopMatcher
@@ -84,6 +107,23 @@ class _Request:
     budget: int = 0  # max_new_tokens
     tokens: int = 0
     last_finish: Any = None
+    finished: bool = False
+
+
+@dataclass
+class _Request:
+    """A request and its choices, until the last of them has finished."""
+
+    rid: int
+    sequences: list[_Sequence]
+
+    @property
+    def tokens(self) -> int:
+        return sum(sequence.tokens for sequence in self.sequences)
+
+    @property
+    def running(self) -> list[_Sequence]:
+        return [sequence for sequence in self.sequences if not sequence.finished]
 
 
 class RequestRefused(Exception):
@@ -109,6 +149,7 @@ class LlmRunner:
         self._defaults = model_defaults(self._pipe.get_config())
         self._defaults.update(request_fields(speculative))
         self._active: dict[int, _Request] = {}
+        self._genai_ids = itertools.count()  # GenAI's request ids: one per choice
         self.chat_template: str = self._tokenizer.chat_template or ""
         self.context_length = context_length(path)
         self.vocabulary = Vocabulary(self._tokenizer, self._render if self.chat_template else None)
@@ -149,25 +190,50 @@ class LlmRunner:
             # GenAI's echo gives the prompt's log probabilities; with no new token it is also
             # what lets a request only score its prompt.
             echo = params.echo and (params.logprobs or max_new == 0)
-            config = generation_config(params, self._defaults, max_new, echo=echo)
             tensor = ov.Tensor(np.array([ids], dtype=np.int64))
-            handle = self._pipe.add_request(request.rid, tensor, config)
+            handles = self._add_choices(tensor, params, max_new, echo)
         except faults.InjectedFault:
             raise
         except RequestRefused as exc:
             return Output(request.rid, "", 0, "error", str(exc), code=exc.code)
         except Exception as exc:  # a request GenAI refuses ends alone; the engine goes on
             return Output(request.rid, "", 0, "error", one_line(exc))
-        self._active[request.rid] = _Request(
-            request.rid,
-            handle,
-            IncrementalDetokenizer(self._tokenizer, per_token=params.logprobs),
-            StopMatcher(params.stop),
-            TokenLogprobs() if params.logprobs else None,
-            len(ids) if echo else 0,
-            budget=max_new,
-        )
+        sequences = [
+            _Sequence(
+                request.rid,
+                index,
+                handle,
+                IncrementalDetokenizer(self._tokenizer, per_token=params.logprobs),
+                StopMatcher(params.stop),
+                TokenLogprobs() if params.logprobs else None,
+                len(ids) if echo else 0,
+                budget=max_new,
+            )
+            for index, handle in enumerate(handles)
+        ]
+        self._active[request.rid] = _Request(request.rid, sequences)
         return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
+
+    def _add_choices(
+        self, tensor: Any, params: SamplingParams, max_new: int, echo: bool
+    ) -> list[Any]:
+        """One GenAI request per choice; none left behind if GenAI refuses one."""
+        seed = params.seed
+        if params.n > 1 and seed is None:
+            seed = random.getrandbits(63)
+        handles: list[Any] = []
+        try:
+            for index in range(params.n):
+                choice = params
+                if seed is not None:
+                    choice = msgspec.structs.replace(params, seed=(seed + index) % _SEEDS)
+                config = generation_config(choice, self._defaults, max_new, echo=echo)
+                handles.append(self._pipe.add_request(next(self._genai_ids), tensor, config))
+        except BaseException:
+            for handle in handles:
+                handle.cancel()
+            raise
+        return handles
 
     def _prompt(self, request: Generate) -> tuple[str, list[int]]:
         if request.messages is not None:
@@ -243,7 +309,8 @@ class LlmRunner:
         request = self._active.pop(rid, None)
         if request is None:
             return None
-        request.handle.cancel()
+        for sequence in request.running:
+            sequence.handle.cancel()
         return Output(rid, "", request.tokens, "cancelled")
 
     def cancel_all(self) -> list[Result]:
@@ -262,27 +329,27 @@ class LlmRunner:
         faults.check_poison(rids=self._active)
         self._pipe.step()
         faults.check("read")
-        requests = list(self._active.values())
+        sequences = [s for request in self._active.values() for s in request.running]
         windows: list[list[int]] = []
         slots: list[tuple[int, int] | None] = []
         news: list[tuple[list[float], list[PromptLogprob] | None]] = []
-        for request in requests:
-            outputs = request.handle.read() if request.handle.can_read() else {}
-            output = next(iter(outputs.values()), None)  # one sequence per request (n=1)
+        for sequence in sequences:
+            outputs = sequence.handle.read() if sequence.handle.can_read() else {}
+            output = next(iter(outputs.values()), None)  # one sequence per GenAI request
             if output is None:
                 slots.append(None)
                 news.append(([], None))
                 continue
             ids, logprobs = list(output.generated_ids), list(output.generated_log_probs)
             echoed = None
-            if request.echoed:
-                echoed = self._echoed(request, ids[: request.echoed], logprobs[: request.echoed])
-                ids, logprobs = ids[request.echoed :], logprobs[request.echoed :]
-                request.echoed = 0
-            self._drafts.count(request.tokens, len(ids), request.budget)
-            request.tokens += len(ids)
-            request.last_finish = output.finish_reason
-            new_windows = request.detokenizer.windows(ids)
+            if sequence.echoed:
+                echoed = self._echoed(sequence, ids[: sequence.echoed], logprobs[: sequence.echoed])
+                ids, logprobs = ids[sequence.echoed :], logprobs[sequence.echoed :]
+                sequence.echoed = 0
+            self._drafts.count(sequence.tokens, len(ids), sequence.budget)
+            sequence.tokens += len(ids)
+            sequence.last_finish = output.finish_reason
+            new_windows = sequence.detokenizer.windows(ids)
             slots.append((len(windows), len(new_windows)))
             news.append((logprobs, echoed))
             windows += new_windows
@@ -291,20 +358,24 @@ class LlmRunner:
         # of the detokenizer model, whose fixed cost dwarfs its cost per token.
         texts = decode_windows(self._tokenizer, windows)
         results: list[Result] = []
-        for request, slot, (logprobs, echoed) in zip(requests, slots, news, strict=True):
-            pieces = [] if slot is None else request.detokenizer.advance(texts[slot[0] : sum(slot)])
-            if request.logprobs is not None:
-                request.logprobs.push(pieces, logprobs)
-            result = self._collect(request, "".join(pieces), echoed)
+        for sequence, slot, (logprobs, echoed) in zip(sequences, slots, news, strict=True):
+            if sequence.rid not in self._active:
+                continue  # a sibling choice failed, and the request with it
+            pieces = (
+                [] if slot is None else sequence.detokenizer.advance(texts[slot[0] : sum(slot)])
+            )
+            if sequence.logprobs is not None:
+                sequence.logprobs.push(pieces, logprobs)
+            result = self._collect(sequence, "".join(pieces), echoed)
             if result is not None:
                 results.append(result)
         return results
 
     def _echoed(
-        self, request: _Request, ids: list[int], logprobs: list[float]
+        self, sequence: _Sequence, ids: list[int], logprobs: list[float]
     ) -> list[PromptLogprob] | None:
         """The prompt's tokens as logprobs show them; the first token has no probability."""
-        if request.logprobs is None:
+        if sequence.logprobs is None:
             return None
         texts = token_texts(self._tokenizer, ids)
         return [
@@ -313,39 +384,42 @@ class LlmRunner:
         ]
 
     def _collect(
-        self, request: _Request, delta: str, echoed: list[PromptLogprob] | None
+        self, sequence: _Sequence, delta: str, echoed: list[PromptLogprob] | None
     ) -> Output | None:
-        handle = request.handle
-        new_text, stopped = request.stop.push(delta) if delta else ("", False)
+        handle = sequence.handle
+        new_text, stopped = sequence.stop.push(delta) if delta else ("", False)
         status = handle.get_status()
         if stopped:
             handle.stop()
-            return self._finish(request, "stop", new_text, echoed, cut=True)
+            return self._finish(sequence, "stop", new_text, echoed, cut=True)
         if status == og.GenerationStatus.RUNNING:
             if not new_text and echoed is None:
                 return None
-            logprobs = request.logprobs.release(new_text) if request.logprobs else None
+            logprobs = sequence.logprobs.release(new_text) if sequence.logprobs else None
             return Output(
-                request.rid,
+                sequence.rid,
                 new_text,
-                request.tokens,
+                self._active[sequence.rid].tokens,
                 logprobs=logprobs,
                 prompt_logprobs=echoed,
+                index=sequence.index,
             )
         if status in (og.GenerationStatus.FINISHED, og.GenerationStatus.STOP):
-            tail, stopped = request.stop.push(request.detokenizer.flush())
+            tail, stopped = sequence.stop.push(sequence.detokenizer.flush())
             if not stopped:
-                tail += request.stop.flush()
+                tail += sequence.stop.flush()
             reason: EngineFinish = (
-                "length" if request.last_finish == og.GenerationFinishReason.LENGTH else "stop"
+                "length" if sequence.last_finish == og.GenerationFinishReason.LENGTH else "stop"
             )
             text = new_text + tail
-            return self._finish(request, "stop" if stopped else reason, text, echoed, cut=stopped)
-        return self._finish(request, "error", new_text, echoed, f"generation {status.name.lower()}")
+            return self._finish(sequence, "stop" if stopped else reason, text, echoed, cut=stopped)
+        return self._finish(
+            sequence, "error", new_text, echoed, f"generation {status.name.lower()}"
+        )
 
     def _finish(
         self,
-        request: _Request,
+        sequence: _Sequence,
         reason: EngineFinish,
         text: str,
         echoed: list[PromptLogprob] | None,
@@ -353,20 +427,28 @@ class LlmRunner:
         *,
         cut: bool = False,
     ) -> Output:
-        """The request's last output. ``cut``: a stop sequence cut the text, and the tokens
-        past the cut are not reported."""
-        self._active.pop(request.rid, None)
+        """The choice's last output. ``cut``: a stop sequence cut the text, and the tokens
+        past the cut are not reported. A failed choice fails its whole request."""
+        sequence.finished = True
+        request = self._active[sequence.rid]
+        if reason == "error":
+            for sibling in request.running:
+                sibling.handle.cancel()
+        if reason == "error" or not request.running:
+            del self._active[sequence.rid]
         logprobs: list[TokenLogprob] | None = None
-        if request.logprobs is not None:
-            logprobs = request.logprobs.release(text)
+        if sequence.logprobs is not None:
+            logprobs = sequence.logprobs.release(text)
             if not cut:
-                logprobs += request.logprobs.rest()
+                logprobs += sequence.logprobs.rest()
         return Output(
-            request.rid,
+            sequence.rid,
             text,
             request.tokens,
             reason,
             error,
             logprobs=logprobs,
             prompt_logprobs=echoed,
+            index=sequence.index,
+            stop=sequence.stop.met if cut else None,
         )

@@ -128,6 +128,7 @@ class StopMatcher:
     def __init__(self, stops: Sequence[str]) -> None:
         self._stops = [_Stop(s) for s in stops if s]
         self._held = ""
+        self.met: str | None = None  # the stop sequence found (the first in the text)
 
     def push(self, delta: str) -> tuple[str, bool]:
         """Returns the text safe to emit now and whether a stop sequence was met."""
@@ -135,10 +136,11 @@ class StopMatcher:
             return delta, False
         text = self._held + delta
         # The held tail is shorter than the longest stop, so this search is linear too.
-        hits = [i for i in (text.find(stop.text) for stop in self._stops) if i >= 0]
+        hits = [(i, stop.text) for stop in self._stops if (i := text.find(stop.text)) >= 0]
         if hits:
             self._held = ""
-            return text[: min(hits)], True
+            at, self.met = min(hits, key=lambda hit: hit[0])
+            return text[:at], True
         hold = max(stop.feed(delta) for stop in self._stops)
         self._held = text[len(text) - hold :]
         return text[: len(text) - hold], False
