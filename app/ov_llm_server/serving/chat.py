@@ -58,6 +58,9 @@ class ChatService(GenerationService):
                         )
         super().check(body)
 
+    def compiles(self, body: Any) -> bool:
+        return bool(body.tools) or body.response_format is not None
+
     def work(self, body: Any, model: LoadedModel) -> GenerationWork:
         assert isinstance(body, ChatCompletionRequest)
         # What the model must produce, and every refusal of it, before the engine sees anything.

@@ -213,15 +213,23 @@ class GenerationService(Service):
     def work(self, body: Any, model: LoadedModel) -> GenerationWork:
         raise NotImplementedError
 
+    def compiles(self, body: Any) -> bool:
+        """Whether :meth:`work` may compile a client's schema (then it runs in a thread)."""
+        return False
+
     # ------------------------------------------------------------ request → engine
 
     async def _submit(
         self, body: GenerationRequest, model: LoadedModel, record: Record
     ) -> tuple[RequestStream, Choices]:
-        # Every refusal of the request comes before the engine sees anything. In a thread:
-        # compiling a client's schema may take up to its deadline (plan.py), and the loop
-        # serves every other request meanwhile.
-        build, make_answer = await asyncio.to_thread(self.work, body, model)
+        # Every refusal of the request comes before the engine sees anything. In a thread when
+        # there is a client's schema to compile: that may take up to its deadline (plan.py),
+        # and the loop serves every other request meanwhile. Otherwise here: a thread's hop
+        # would add to every request's time to first token.
+        if self.compiles(body):
+            build, make_answer = await asyncio.to_thread(self.work, body, model)
+        else:
+            build, make_answer = self.work(body, model)
         try:
             stream = model.engine.generate(build)
         except EngineGone as exc:
