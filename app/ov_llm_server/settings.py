@@ -115,6 +115,20 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     max_messages: int = Field(512, ge=1, description="Most messages in one request.")
+    max_images: int = Field(
+        8, ge=0, description="Most images (image_url parts) in one chat request to a vision model."
+    )
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest image file (decoded from its data: URL) accepted; the request "
+        "body limit (max_body_bytes) applies to the whole request first.",
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Most pixels (width x height) of one image; checked before it is decoded.",
+    )
     schema_compile_seconds: float = Field(
         3,
         gt=0,

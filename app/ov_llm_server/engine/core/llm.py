@@ -150,8 +150,7 @@ class LlmRunner:
             # what lets a request only score its prompt.
             echo = params.echo and (params.logprobs or max_new == 0)
             config = generation_config(params, self._defaults, max_new, echo=echo)
-            tensor = ov.Tensor(np.array([ids], dtype=np.int64))
-            handle = self._pipe.add_request(request.rid, tensor, config)
+            handle = self._add_request(request, prompt, ids, config)
         except faults.InjectedFault:
             raise
         except RequestRefused as exc:
@@ -168,6 +167,11 @@ class LlmRunner:
             budget=max_new,
         )
         return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
+
+    def _add_request(self, request: Generate, prompt: str, ids: list[int], config: Any) -> Any:
+        """Hands the request to the pipeline; its generation handle."""
+        tensor = ov.Tensor(np.array([ids], dtype=np.int64))
+        return self._pipe.add_request(request.rid, tensor, config)
 
     def _prompt(self, request: Generate) -> tuple[str, list[int]]:
         if request.messages is not None:

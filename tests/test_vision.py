@@ -1,0 +1,341 @@
+"""Image input in chat: a vision-language model (``vlm`` engine kind) on the tiny LLaVA.
+
+The tiny LLaVA (tests/tiny_vlm.py) is converted by ``ov-convert-model``'s own workflow and
+served by a real server whose engine runs GenAI's continuous-batching pipeline on its three
+IRs. Its greedy answers are compared with transformers' on the same weights, token for token;
+bad images are refused with 400s naming the part, and the engine answers afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ServerFactory
+from tiny_vlm import draw_image, ensure_tiny_vlm, reference_ids
+
+from live_server import LiveServer, error_of, write_registry
+from ov_llm_server.cli import main
+from ov_llm_server.engine.messages import Image
+from ov_llm_server.errors import APIError
+from ov_llm_server.protocol import ChatMessage
+from ov_llm_server.serving.images import check_images, decode_images
+from ov_llm_server.settings import Settings
+
+MAX_IMAGES = 3
+MAX_IMAGE_BYTES = 100_000
+MAX_IMAGE_PIXELS = 400 * 400
+TOKENS = 8
+QUESTION = "What is in this picture?"
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm() -> dict[str, Path]:
+    return ensure_tiny_vlm()
+
+
+@pytest.fixture(scope="module")
+def vlm_server(
+    server_factory: ServerFactory, tiny_vlm: dict[str, Path], tiny_ir_int8: Path
+) -> LiveServer:
+    registry = {
+        # f32 whatever the CPU: a bf16 CPU would round differently from transformers.
+        "vlm": {
+            "path": str(tiny_vlm["ir"]),
+            "task": "image-text-to-text",
+            "inference_precision": "f32",
+        },
+        "text": {"path": str(tiny_ir_int8), "task": "text-generation-with-past"},
+    }
+    return server_factory(
+        registry,
+        OV_MAX_IMAGES=str(MAX_IMAGES),
+        OV_MAX_IMAGE_BYTES=str(MAX_IMAGE_BYTES),
+        OV_MAX_IMAGE_PIXELS=str(MAX_IMAGE_PIXELS),
+    )
+
+
+def data_url(image: Any, fmt: str = "PNG", **save: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    media = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}[fmt]
+    return f"data:image/{media};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def image_part(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def user(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"role": "user", "content": list(parts)}
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def chat(server: LiveServer, messages: list[dict[str, Any]], **fields: Any) -> httpx.Response:
+    body = {"model": "vlm", "messages": messages, "max_tokens": TOKENS, "temperature": 0}
+    return httpx.post(f"{server.v1}/chat/completions", json={**body, **fields}, timeout=120)
+
+
+def reference(hf: Path, messages: list[dict[str, Any]], images: list[Any]) -> tuple[str, int]:
+    """transformers' greedy answer as text (the server's completion_tokens says how many)."""
+    from transformers import AutoTokenizer
+
+    # The processor's chat template reads image parts as {"type": "image"}.
+    hf_messages = [
+        {
+            **m,
+            "content": [{"type": "image"} if p["type"] == "image_url" else p for p in m["content"]]
+            if isinstance(m["content"], list)
+            else m["content"],
+        }
+        for m in messages
+    ]
+    ids, prompt_length = reference_ids(hf, hf_messages, images, TOKENS)
+    assert len(ids) == TOKENS  # a random model never says its end token this early
+    # The server's detokenizer drops special tokens (the random model says <image> at times).
+    decoded: str = AutoTokenizer.from_pretrained(str(hf)).decode(ids, skip_special_tokens=True)
+    return decoded, prompt_length
+
+
+# ---------------------------------------------------------------- the converter and the card
+
+
+def test_converter_detects_the_vision_task(tiny_vlm: dict[str, Path]) -> None:
+    registry = json.loads(tiny_vlm["registry"].read_text(encoding="utf-8"))
+    assert registry["models"]["tiny-vlm-fp16"]["task"] == "image-text-to-text"
+    # GenAI reads the image preprocessing from this file only; transformers 5 writes none.
+    preprocessor = json.loads((tiny_vlm["ir"] / "preprocessor_config.json").read_text())
+    assert preprocessor["crop_size"] == {"height": 336, "width": 336}
+
+
+def test_models_and_litellm_config_declare_vision(
+    vlm_server: LiveServer,
+    tiny_vlm: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cards = {c["id"]: c for c in httpx.get(f"{vlm_server.v1}/models", timeout=30).json()["data"]}
+    assert cards["vlm"]["mode"] == "chat"
+    assert "vision" in cards["vlm"]["capabilities"]
+    assert "vision" not in cards["text"]["capabilities"]
+    assert cards["vlm"]["context_length"] == 4096  # the language model's, from text_config
+
+    import yaml
+
+    path = tmp_path / "registry.json"
+    write_registry(path, {"vlm": {"path": str(tiny_vlm["ir"]), "task": "image-text-to-text"}})
+    monkeypatch.setenv("OV_REGISTRY_PATH", str(path))
+    monkeypatch.delenv("OV_MODEL_PATH", raising=False)
+    main(["litellm-config", "--api-base", "http://n1:8000/v1"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    info = config["model_list"][0]["model_info"]
+    assert info["mode"] == "chat"
+    assert info["supports_vision"] is True
+
+
+# ---------------------------------------------------------------- answers against transformers
+
+
+def test_greedy_answer_on_an_image_equals_transformers(
+    vlm_server: LiveServer, tiny_vlm: dict[str, Path]
+) -> None:
+    image = draw_image()
+    messages = [user(image_part(data_url(image)), text(QUESTION))]
+    response = chat(vlm_server, messages)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    expected, prompt_length = reference(tiny_vlm["hf"], messages, [image])
+    assert answer["choices"][0]["message"]["content"] == expected
+    assert answer["choices"][0]["finish_reason"] == "length"
+    # GenAI's count: the text tokens, 576 patch tokens for the image and its newline.
+    assert answer["usage"]["prompt_tokens"] == prompt_length
+    assert answer["usage"]["completion_tokens"] == TOKENS
+
+
+def test_two_images_in_order_across_messages_and_a_resized_one(
+    vlm_server: LiveServer, tiny_vlm: dict[str, Path]
+) -> None:
+    first, second = draw_image(420, 360), draw_image(shift=60)
+    messages = [
+        user(text("Compare"), image_part(data_url(first, "JPEG", quality=95))),
+        {"role": "assistant", "content": "Hello!"},
+        user(image_part(data_url(second, "WEBP", lossless=True)), text(QUESTION)),
+    ]
+    response = chat(vlm_server, messages)
+    assert response.status_code == 200, response.text
+    # transformers gets the files the server got (JPEG is lossy), decoded the same way.
+    decoded = [
+        decoded_image(messages[0]["content"][1]["image_url"]["url"]),
+        decoded_image(messages[2]["content"][0]["image_url"]["url"]),
+    ]
+    expected, prompt_length = reference(tiny_vlm["hf"], messages, decoded)
+    assert response.json()["choices"][0]["message"]["content"] == expected
+    assert response.json()["usage"]["prompt_tokens"] == prompt_length
+
+
+def decoded_image(url: str) -> Any:
+    from PIL import Image as PILImage
+
+    return PILImage.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")
+
+
+def test_a_text_only_request_to_a_vision_model_is_chat(
+    vlm_server: LiveServer, tiny_vlm: dict[str, Path]
+) -> None:
+    messages = [{"role": "user", "content": "Say hello."}]
+    response = chat(vlm_server, messages)
+    assert response.status_code == 200, response.text
+    expected, prompt_length = reference(tiny_vlm["hf"], [user(text("Say hello."))], [])
+    assert response.json()["choices"][0]["message"]["content"] == expected
+    assert response.json()["usage"]["prompt_tokens"] == prompt_length
+
+
+def test_openai_sdk_with_an_image_part_streamed_and_whole(vlm_server: LiveServer) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=vlm_server.v1, api_key="none", max_retries=0)
+    messages: Any = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": QUESTION},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": data_url(draw_image()), "detail": "low"},
+                },
+            ],
+        }
+    ]
+    whole = client.chat.completions.create(
+        model="vlm", messages=messages, max_tokens=TOKENS, temperature=0
+    )
+    stream = client.chat.completions.create(
+        model="vlm",
+        messages=messages,
+        max_tokens=TOKENS,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert whole.choices[0].message.content
+    assert streamed == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and whole.usage is not None
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens > 577
+    # A stop sequence cuts the answer where it appears.
+    cut = whole.choices[0].message.content[2:4]
+    stopped = client.chat.completions.create(
+        model="vlm", messages=messages, max_tokens=TOKENS, temperature=0, stop=[cut]
+    )
+    content = whole.choices[0].message.content
+    assert stopped.choices[0].message.content == content[: content.index(cut)]
+    assert stopped.choices[0].finish_reason == "stop"
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def noise_png(width: int, height: int) -> str:
+    import numpy as np
+    from PIL import Image as PILImage
+
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return data_url(PILImage.fromarray(pixels))
+
+
+BAD_IMAGES = {
+    "corrupt base64": ("data:image/png;base64,iVBORw0KGgo!!!", "invalid_image"),
+    "not an image": (
+        "data:image/png;base64," + base64.b64encode(b"just some text, no pixels").decode(),
+        "invalid_image",
+    ),
+    "truncated png": (data_url(draw_image())[:400], "invalid_image"),
+    "not base64": ("data:image/png,rawbytes", "invalid_image"),
+    "http url": ("http://127.0.0.1:1/cat.png", "image_url_not_supported"),
+    "too many bytes": (noise_png(300, 300), "image_too_large"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+def test_a_bad_image_is_a_400_naming_its_part(vlm_server: LiveServer, case: str) -> None:
+    url, code = BAD_IMAGES[case]
+    response = chat(vlm_server, [user(text(QUESTION), image_part(url))])
+    error = error_of(response, 400)
+    assert error["param"] == "messages.0.content.1.image_url"
+    assert error["code"] == code
+
+
+def test_image_limits_and_a_text_model_refuse_with_400s_and_the_engine_answers_after(
+    vlm_server: LiveServer,
+) -> None:
+    url = data_url(draw_image())
+    too_many = [user(*[image_part(url)] * (MAX_IMAGES + 1), text(QUESTION))]
+    error = error_of(chat(vlm_server, too_many), 400)
+    assert (error["param"], error["code"]) == ("messages", "too_many_images")
+
+    big = data_url(draw_image(500, 400))  # few bytes, too many pixels
+    error = error_of(chat(vlm_server, [user(image_part(big))]), 400)
+    assert (error["param"], error["code"]) == ("messages.0.content.0.image_url", "image_too_large")
+    assert "500x400" in error["message"]
+
+    error = error_of(chat(vlm_server, [user(image_part(url))], model="text"), 400)
+    assert (error["param"], error["code"]) == ("messages.0.content.0", "images_unsupported")
+
+    # A client's literal image tag without an image: GenAI refuses the request, not the model.
+    response = chat(vlm_server, [user(text("<image> what is this?"))])
+    assert response.status_code in (200, 400), response.text
+
+    good = chat(vlm_server, [user(image_part(url), text(QUESTION))])
+    assert good.status_code == 200, good.text
+    assert good.json()["usage"]["completion_tokens"] == TOKENS
+
+
+# ---------------------------------------------------------------- decoding (pure)
+
+
+def test_formats_decode_to_the_same_pixels_and_a_gif_to_its_first_frame() -> None:
+    from PIL import Image as PILImage
+
+    settings = Settings(max_image_pixels=MAX_IMAGE_PIXELS)
+    image = draw_image()
+    first = image.quantize(colors=8).convert("RGB")  # GIF keeps a palette: compare on one
+    second = PILImage.new("RGB", image.size, "green")
+    gif = io.BytesIO()
+    first.save(gif, format="GIF", save_all=True, append_images=[second])
+    gif_url = f"data:image/gif;base64,{base64.b64encode(gif.getvalue()).decode()}"
+    messages = [
+        ChatMessage.model_validate(
+            user(image_part(data_url(image)), image_part(data_url(image, "WEBP", lossless=True)))
+        ),
+        ChatMessage.model_validate(user(text("and"), image_part(gif_url))),
+    ]
+    check_images(messages, settings)
+    decoded = decode_images(messages, settings)
+    expected = image.tobytes()
+    assert [d.rgb == expected for d in decoded[:2]] == [True, True]
+    assert decoded[2] == Image(336, 336, first.tobytes())
+
+
+def test_the_pixel_limit_is_checked_before_the_pixels_are_decoded() -> None:
+    """A few hundred bytes of PNG may declare a huge image: refused by its header."""
+    from PIL import Image as PILImage
+
+    bomb = io.BytesIO()
+    PILImage.new("1", (4000, 4000)).save(bomb, format="PNG")
+    assert len(bomb.getvalue()) < 10_000
+    url = f"data:image/png;base64,{base64.b64encode(bomb.getvalue()).decode()}"
+    messages = [ChatMessage.model_validate(user(image_part(url)))]
+    with pytest.raises(APIError) as refused:
+        decode_images(messages, Settings(max_image_pixels=MAX_IMAGE_PIXELS))
+    assert refused.value.code == "image_too_large"
+    assert "4000x4000" in refused.value.message
