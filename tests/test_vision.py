@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,20 @@ def test_openai_sdk_with_an_image_part_streamed_and_whole(vlm_server: LiveServer
     assert stopped.choices[0].finish_reason == "stop"
 
 
+def test_concurrent_image_requests_each_get_their_own_answer(
+    vlm_server: LiveServer,
+) -> None:
+    conversations = [
+        [user(image_part(data_url(draw_image(shift=shift))), text(QUESTION))]
+        for shift in (0, 40, 80, 120)
+    ]
+    alone = [chat(vlm_server, c).json()["choices"][0]["message"]["content"] for c in conversations]
+    assert len(set(alone)) > 1  # the images make a difference
+    with ThreadPoolExecutor(len(conversations)) as pool:
+        together = list(pool.map(lambda c: chat(vlm_server, c), conversations))
+    assert [r.json()["choices"][0]["message"]["content"] for r in together] == alone
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -291,9 +306,12 @@ def test_image_limits_and_a_text_model_refuse_with_400s_and_the_engine_answers_a
     error = error_of(chat(vlm_server, [user(image_part(url))], model="text"), 400)
     assert (error["param"], error["code"]) == ("messages.0.content.0", "images_unsupported")
 
-    # A client's literal image tag without an image: GenAI refuses the request, not the model.
-    response = chat(vlm_server, [user(text("<image> what is this?"))])
-    assert response.status_code in (200, 400), response.text
+    # Image tags in a client's text that no image matches: GenAI refuses the request alone.
+    error = error_of(chat(vlm_server, [user(text("<image> what is this?"))]), 400)
+    assert (error["param"], error["code"]) == ("messages", "invalid_prompt")
+    tagged = [user(text("<ov_genai_image_3>"), image_part(url))]
+    error = error_of(chat(vlm_server, tagged), 400)
+    assert (error["param"], error["code"]) == ("messages", "invalid_image")
 
     good = chat(vlm_server, [user(image_part(url), text(QUESTION))])
     assert good.status_code == 200, good.text
