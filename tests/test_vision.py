@@ -257,6 +257,29 @@ def test_concurrent_image_requests_each_get_their_own_answer(
     assert [r.json()["choices"][0]["message"]["content"] for r in together] == alone
 
 
+def test_the_responses_api_takes_input_image_parts(vlm_server: LiveServer) -> None:
+    url = data_url(draw_image())
+    chat_answer = chat(vlm_server, [user(text(QUESTION), image_part(url))]).json()
+    content = [{"type": "input_text", "text": QUESTION}, {"type": "input_image", "image_url": url}]
+    body = {
+        "model": "vlm",
+        "input": [{"role": "user", "content": content}],
+        "max_output_tokens": TOKENS,
+        "temperature": 0,
+    }
+    response = httpx.post(f"{vlm_server.v1}/responses", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (
+        answer["output"][-1]["content"][0]["text"]
+        == (chat_answer["choices"][0]["message"]["content"])
+    )
+    assert answer["usage"]["input_tokens"] == chat_answer["usage"]["prompt_tokens"]
+    bad = {**body, "input": [{"role": "user", "content": [{"type": "input_image"}]}]}
+    error = error_of(httpx.post(f"{vlm_server.v1}/responses", json=bad, timeout=30), 400)
+    assert (error["param"], error["code"]) == ("input", "invalid_image")
+
+
 # ---------------------------------------------------------------- bad input
 
 
