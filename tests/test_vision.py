@@ -280,6 +280,31 @@ def test_the_responses_api_takes_input_image_parts(vlm_server: LiveServer) -> No
     assert (error["param"], error["code"]) == ("input", "invalid_image")
 
 
+def test_the_messages_api_takes_image_blocks(vlm_server: LiveServer) -> None:
+    from anthropic import Anthropic
+
+    url = data_url(draw_image())
+    chat_answer = chat(vlm_server, [user(text(QUESTION), image_part(url))]).json()
+    client = Anthropic(base_url=vlm_server.base_url, api_key="none", max_retries=0)
+    source: Any = {"type": "base64", "media_type": "image/png", "data": url.split(",", 1)[1]}
+    message = client.messages.create(
+        model="vlm",
+        max_tokens=TOKENS,  # greedy: the model's generation_config.json samples not
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": QUESTION},
+                    {"type": "image", "source": source},
+                ],
+            }
+        ],
+    )
+    assert message.content[0].type == "text"
+    assert message.content[0].text == chat_answer["choices"][0]["message"]["content"]
+    assert message.usage.input_tokens == chat_answer["usage"]["prompt_tokens"]
+
+
 # ---------------------------------------------------------------- bad input
 
 
