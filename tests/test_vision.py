@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -141,6 +144,15 @@ def test_models_and_litellm_config_declare_vision(
     info = config["model_list"][0]["model_info"]
     assert info["mode"] == "chat"
     assert info["supports_vision"] is True
+
+
+def test_verify_loads_the_vision_model_in_its_own_pipeline(tiny_vlm: dict[str, Path]) -> None:
+    from ov_llm_server.convert.workflow import Layout, verify_all
+
+    registry = tiny_vlm["registry"]
+    layout = Layout(models_dir=registry.parent.parent, registry_path=registry)
+    [check] = verify_all(layout, load=True, device="CPU")
+    assert check.problems == []
 
 
 # ---------------------------------------------------------------- answers against transformers
@@ -303,6 +315,27 @@ def test_the_messages_api_takes_image_blocks(vlm_server: LiveServer) -> None:
     assert message.content[0].type == "text"
     assert message.content[0].text == chat_answer["choices"][0]["message"]["content"]
     assert message.usage.input_tokens == chat_answer["usage"]["prompt_tokens"]
+
+
+def test_a_killed_vision_engine_is_replaced_and_answers_the_same(vlm_server: LiveServer) -> None:
+    messages = [user(image_part(data_url(draw_image())), text(QUESTION))]
+    before = chat(vlm_server, messages).json()["choices"][0]["message"]["content"]
+
+    def engine() -> dict[str, Any]:
+        health = httpx.get(f"{vlm_server.base_url}/health", timeout=10).json()
+        return next(m for m in health["loaded_models"] if m["name"] == "vlm")
+
+    killed = engine()
+    assert killed["kind"] == "vlm"
+    os.kill(killed["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while (response := chat(vlm_server, messages)).status_code != 200:
+        assert response.status_code == 503, response.text
+        assert time.monotonic() < deadline, "the engine was not replaced in 120 s"
+        time.sleep(0.5)
+    assert response.json()["choices"][0]["message"]["content"] == before
+    assert engine()["pid"] != killed["pid"]
+    assert engine()["restarts"] == killed["restarts"] + 1
 
 
 # ---------------------------------------------------------------- bad input
