@@ -20,8 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerFactory
-from tiny_vlm import draw_image, ensure_tiny_vlm, reference_ids
 
 from live_server import LiveServer, error_of, write_registry
 from ov_llm_server.cli import main
@@ -30,6 +28,7 @@ from ov_llm_server.errors import APIError
 from ov_llm_server.protocol import ChatMessage
 from ov_llm_server.serving.images import check_images, decode_images
 from ov_llm_server.settings import Settings
+from tiny_vlm import draw_image, ensure_tiny_vlm, reference_ids
 
 MAX_IMAGES = 3
 MAX_IMAGE_BYTES = 100_000
@@ -44,9 +43,7 @@ def tiny_vlm() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def vlm_server(
-    server_factory: ServerFactory, tiny_vlm: dict[str, Path], tiny_ir_int8: Path
-) -> LiveServer:
+def vlm_server(server_factory: Any, tiny_vlm: dict[str, Path], tiny_ir_int8: Path) -> LiveServer:
     registry = {
         # f32 whatever the CPU: a bf16 CPU would round differently from transformers.
         "vlm": {
