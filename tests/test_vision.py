@@ -396,6 +396,36 @@ def test_image_limits_and_a_text_model_refuse_with_400s_and_the_engine_answers_a
     assert good.json()["usage"]["completion_tokens"] == TOKENS
 
 
+# ---------------------------------------------------------------- the engine's runner
+
+
+def test_the_runner_counts_image_tokens_before_generating(tiny_vlm: dict[str, Path]) -> None:
+    """In process, on the real pipeline: what an image adds to the prompt is learnt at load,
+    acknowledged at once, and bounds the prompt against the context (4096 tokens)."""
+    from ov_llm_server.engine.core.vision import VisionRunner
+    from ov_llm_server.engine.messages import EngineConfig, Generate, Output, SamplingParams
+
+    runner = VisionRunner(tiny_vlm["ir"], EngineConfig(device="CPU", inference_precision="f32"))
+    assert runner.image_tokens == 576  # LLaVA: the tag becomes 576 patch tokens and a newline
+    image = Image(336, 336, draw_image().tobytes())
+
+    def request(rid: int, images: int) -> Generate:
+        content = [{"type": "image"}] * images + [{"type": "text", "text": QUESTION}]
+        messages = [{"role": "user", "content": content}]
+        return Generate(rid, SamplingParams(TOKENS), messages=messages, images=[image] * images)
+
+    refused = runner.add(request(1, 8))
+    assert isinstance(refused, Output)
+    assert (refused.finish, refused.code) == ("error", "context_length_exceeded")
+    accepted = runner.add(request(2, 2))
+    assert isinstance(accepted, Output) and accepted.finish is None
+    outputs: list[Any] = []
+    while runner.busy:
+        outputs += runner.step()
+    assert outputs[-1].finish == "length"
+    assert outputs[-1].prompt_tokens == accepted.prompt_tokens  # GenAI's count agrees
+
+
 # ---------------------------------------------------------------- decoding (pure)
 
 

@@ -145,7 +145,8 @@ class LlmRunner:
             prompt, ids = self._prompt(request)
             faults.mark(request.rid, prompt)
             params = request.params
-            max_new = self._budget(len(ids), params.max_new_tokens, params.shortest_answer)
+            prompt_tokens = self._prompt_tokens(request, ids)
+            max_new = self._budget(prompt_tokens, params.max_new_tokens, params.shortest_answer)
             # GenAI's echo gives the prompt's log probabilities; with no new token it is also
             # what lets a request only score its prompt.
             echo = params.echo and (params.logprobs or max_new == 0)
@@ -166,7 +167,11 @@ class LlmRunner:
             len(ids) if echo else 0,
             budget=max_new,
         )
-        return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
+        return Output(request.rid, "", 0, prompt_tokens=prompt_tokens, prompt_tail=prompt[-64:])
+
+    def _prompt_tokens(self, request: Generate, ids: list[int]) -> int:
+        """The tokens the prompt takes in the context."""
+        return len(ids)
 
     def _add_request(self, request: Generate, prompt: str, ids: list[int], config: Any) -> Any:
         """Hands the request to the pipeline; its generation handle."""

@@ -14,23 +14,27 @@ template writes its native image tag there (LLaVA's ``<image>``, Qwen2-VL's
 the image's tokens (for LLaVA: the patch tokens, then a newline of its own), taking the
 images in order.
 
-Prompt tokens: the image tokens are only known to GenAI. A request is acknowledged with
-its text tokens; its last output carries the count GenAI reports for the whole prompt
-(text and image tokens), which the HTTP side puts in ``usage``. The context-length check
-at admission counts the text tokens only.
+Prompt tokens: GenAI reports a request's image tokens only once it has finished. At load,
+one image the model's own size is run through the pipeline to learn what an image adds to
+a prompt beyond its tag; a request's images count that much each in the context-length
+check and in its acknowledgement (exact for models that take every image at one size, as
+LLaVA does; an estimate for models whose image tokens grow with the image). Its last
+output carries the count GenAI reports, which the HTTP side puts in ``usage``.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import openvino as ov
+import openvino_genai as og
 
 from ...textutil import one_line
-from ..messages import EngineFinish, Generate, Image, Output, PromptLogprob
+from ..messages import EngineConfig, EngineFinish, Generate, Image, Output, PromptLogprob
 from .llm import LlmRunner, RequestRefused, _Request
 
 log = logging.getLogger("ov_llm_server.engine")
@@ -42,8 +46,43 @@ def image_tensor(image: Image) -> Any:
     return ov.Tensor(pixels.copy())
 
 
+# The calibration request's id: the HTTP side numbers its requests from 1.
+_CALIBRATION_RID = 0
+_CALIBRATION_SIDE = 336
+
+
 class VisionRunner(LlmRunner):
     """One vision-language model: chat requests with images, and text-only ones."""
+
+    def __init__(self, path: Path, config: EngineConfig) -> None:
+        super().__init__(path, config)
+        self.image_tokens = self._measure_image_tokens()
+
+    def _measure_image_tokens(self) -> int:
+        """What one image adds to a prompt beyond its tag, as the pipeline counts it."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+        try:
+            prompt = self._render(messages, True)
+        except Exception as exc:
+            warning = f"image tokens not counted before generation: {one_line(exc)}"
+            log.warning("%s", warning)
+            self.warnings.append(warning)
+            return 0
+        text_tokens = len(self.vocabulary.encode(prompt, add_special_tokens=False))
+        config = og.GenerationConfig(max_new_tokens=1, do_sample=False)
+        config.apply_chat_template = False
+        side = _CALIBRATION_SIDE
+        black = ov.Tensor(np.zeros((side, side, 3), dtype=np.uint8))
+        # A VLM that cannot take an image of its own size is broken: its load fails here, with
+        # GenAI's reason, rather than on its first image request.
+        handle = self._pipe.add_request(_CALIBRATION_RID, prompt, [black], config)
+        while self._pipe.has_non_finished_requests():
+            self._pipe.step()
+        total = int(handle.get_perf_metrics().get_num_input_tokens())
+        return max(total - text_tokens, 0)
+
+    def _prompt_tokens(self, request: Generate, ids: list[int]) -> int:
+        return len(ids) + self.image_tokens * len(request.images or ())
 
     def _add_request(self, request: Generate, prompt: str, ids: list[int], config: Any) -> Any:
         if request.prompt_ids is not None:
