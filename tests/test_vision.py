@@ -13,8 +13,11 @@ import io
 import json
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -465,3 +468,88 @@ def test_the_pixel_limit_is_checked_before_the_pixels_are_decoded() -> None:
         decode_images(messages, Settings(max_image_pixels=MAX_IMAGE_PIXELS))
     assert refused.value.code == "image_too_large"
     assert "4000x4000" in refused.value.message
+
+
+# ---------------------------------------------------------------- fetching image URLs (opt-in)
+
+
+@pytest.fixture(scope="module")
+def image_site() -> Iterator[str]:
+    """A real HTTP server on loopback: an image, a redirect to it, a loop, a slow answer."""
+    png = io.BytesIO()
+    draw_image().save(png, format="PNG")
+    body = png.getvalue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path == "/image.png":
+                self._send(200, body)
+            elif self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "/image.png")
+                self.end_headers()
+            elif self.path == "/loop":
+                self.send_response(302)
+                self.send_header("Location", "/loop")
+                self.end_headers()
+            elif self.path == "/slow":
+                time.sleep(2)
+                self._send(200, body)
+            else:
+                self._send(404, b"no")
+
+        def _send(self, status: int, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{site.server_address[1]}"
+    site.shutdown()
+
+
+def fetched(url: str, **settings: Any) -> list[Image]:
+    messages = [ChatMessage.model_validate(user(image_part(url)))]
+    check_images(messages, Settings(**settings))
+    return decode_images(messages, Settings(**settings))
+
+
+def refusal(url: str, **settings: Any) -> str | None:
+    with pytest.raises(APIError) as refused:
+        fetched(url, **settings)
+    assert refused.value.status == 400
+    assert refused.value.param == "messages.0.content.0.image_url"
+    return refused.value.code
+
+
+def test_image_urls_are_fetched_only_when_enabled_and_from_public_addresses(
+    image_site: str,
+) -> None:
+    assert refusal(f"{image_site}/image.png") == "image_url_not_supported"
+    assert refusal(f"{image_site}/image.png", image_fetch=True) == "image_url_forbidden"
+    for private in ("http://169.254.169.254/latest", "http://10.1.2.3/x.png", "http://[::1]/"):
+        assert refusal(private, image_fetch=True) == "image_url_forbidden"
+    allowed = {"image_fetch": True, "image_fetch_private": True}
+    [image] = fetched(f"{image_site}/image.png", **allowed)
+    assert image == Image(336, 336, draw_image().tobytes())
+    assert fetched(f"{image_site}/moved", **allowed) == [image]
+
+
+def test_a_fetch_is_bounded_in_bytes_time_and_redirects(image_site: str) -> None:
+    allowed: dict[str, Any] = {"image_fetch": True, "image_fetch_private": True}
+    assert refusal(f"{image_site}/image.png", max_image_bytes=1024, **allowed) == (
+        "image_too_large"
+    )
+    assert refusal(f"{image_site}/missing.png", **allowed) == "image_fetch_failed"
+    assert refusal(f"{image_site}/loop", **allowed) == "image_fetch_failed"
+    started = time.monotonic()
+    assert refusal(f"{image_site}/slow", image_fetch_seconds=0.5, **allowed) == (
+        "image_fetch_failed"
+    )
+    assert time.monotonic() - started < 1.9

@@ -129,6 +129,19 @@ class Settings(BaseSettings):
         ge=1,
         description="Most pixels (width x height) of one image; checked before it is decoded.",
     )
+    image_fetch: bool = Field(
+        False,
+        description="Fetch http(s) image URLs of chat requests (public addresses only, "
+        "within OV_MAX_IMAGE_BYTES and OV_IMAGE_FETCH_SECONDS); off: such a URL is a 400.",
+    )
+    image_fetch_private: bool = Field(
+        False,
+        description="With image_fetch: also fetch from private, loopback and link-local "
+        "addresses (a homelab's own file server).",
+    )
+    image_fetch_seconds: float = Field(
+        10, gt=0, le=120, description="Longest fetching one image URL may take."
+    )
     schema_compile_seconds: float = Field(
         3,
         gt=0,

@@ -4,11 +4,12 @@ decoded on the HTTP side, so that the engine gets nothing but RGB pixels it can 
 Every cost a client controls is bounded before it is paid: the number of images
 (``OV_MAX_IMAGES``), each file's size before its base64 is decoded (``OV_MAX_IMAGE_BYTES``),
 and its pixels as its header declares them, before the pixels are decoded
-(``OV_MAX_IMAGE_PIXELS``: a small file may declare a huge image). Only ``data:`` URLs are
-taken: fetching ``http(s)`` URLs would let a client make the server reach any address, and
-is not offered. A file that Pillow cannot read as PNG, JPEG, WebP or GIF (its first frame)
-is a 400 naming its part. The model resizes what it gets to what it takes (GenAI's
-preprocessing), so the pixels go to the engine as they are.
+(``OV_MAX_IMAGE_PIXELS``: a small file may declare a huge image). ``data:`` URLs are taken;
+``http(s)`` URLs only when the operator enables fetching (``image_fetch.py`` says how it is
+bounded), since a URL lets a client make the server reach an address of its choosing. A
+file that Pillow cannot read as PNG, JPEG, WebP or GIF (its first frame) is a 400 naming its
+part. The model resizes what it gets to what it takes (GenAI's preprocessing), so the pixels
+go to the engine as they are.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .. import errors
 from ..engine.messages import Image
 from ..protocol import ChatMessage, ContentPart
 from ..settings import Settings
+from .image_fetch import fetch_image
 
 IMAGE_PART = "image_url"
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -56,13 +58,14 @@ def check_images(messages: Sequence[ChatMessage], settings: Settings) -> None:
             code="too_many_images",
         )
     for param, part in parts:
-        _payload(part, param, settings)
+        _payload(part, param, settings, fetch=False)
 
 
 def decode_images(messages: Sequence[ChatMessage], settings: Settings) -> list[Image]:
-    """The request's images, decoded, in order (CPU work: run it off the event loop)."""
+    """The request's images, fetched (when enabled) and decoded, in order (blocking and CPU
+    work: run it off the event loop)."""
     return [
-        _decode(_payload(part, param, settings), f"{param}.image_url", settings)
+        _decode(_payload(part, param, settings, fetch=True), f"{param}.image_url", settings)
         for param, part in image_parts(messages)
     ]
 
@@ -84,8 +87,9 @@ def vision_content(message: ChatMessage) -> list[dict[str, Any]]:
     return parts
 
 
-def _payload(part: ContentPart, param: str, settings: Settings) -> bytes:
-    """The image file a part carries, refused by its encoded size before it is decoded."""
+def _payload(part: ContentPart, param: str, settings: Settings, *, fetch: bool) -> bytes:
+    """The image file a part carries, refused by its encoded size before it is decoded; an
+    enabled ``http(s)`` URL is fetched only with ``fetch`` (b"" without)."""
     url = _url(part)
     if url is None:
         raise errors.bad_request(
@@ -94,9 +98,11 @@ def _payload(part: ContentPart, param: str, settings: Settings) -> bytes:
     param = f"{param}.image_url"
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme in ("http", "https"):
+        if settings.image_fetch:
+            return fetch_image(url, param, settings) if fetch else b""
         raise errors.bad_request(
-            "This server does not fetch image URLs; send the image inline as a data: URL "
-            "(data:image/png;base64,...)",
+            "This server does not fetch image URLs (OV_IMAGE_FETCH is off); send the image "
+            "inline as a data: URL (data:image/png;base64,...)",
             param=param,
             code="image_url_not_supported",
         )
