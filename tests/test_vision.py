@@ -212,6 +212,16 @@ def test_a_text_only_request_to_a_vision_model_is_chat(
     assert response.json()["usage"]["prompt_tokens"] == prompt_length
 
 
+def test_completions_take_a_text_prompt_not_token_ids(vlm_server: LiveServer) -> None:
+    url = f"{vlm_server.v1}/completions"
+    body = {"model": "vlm", "max_tokens": TOKENS, "temperature": 0}
+    response = httpx.post(url, json={**body, "prompt": "Say hello."}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"]["completion_tokens"] == TOKENS
+    error = error_of(httpx.post(url, json={**body, "prompt": [5, 6, 7]}, timeout=60), 400)
+    assert (error["param"], error["code"]) == ("prompt", "unsupported_value")
+
+
 def test_openai_sdk_with_an_image_part_streamed_and_whole(vlm_server: LiveServer) -> None:
     from openai import OpenAI
 
