@@ -52,6 +52,7 @@ def test_model_info_per_mode() -> None:
         "supports_tool_choice": False,
         "supports_response_schema": True,
         "supports_reasoning": True,
+        "supports_vision": False,
         "supported_endpoints": [
             "/v1/chat/completions",
             "/v1/completions",
@@ -73,6 +74,7 @@ def test_model_info_per_mode() -> None:
         "supports_tool_choice": False,
         "supports_response_schema": False,
         "supports_reasoning": False,
+        "supports_vision": False,
     }
     # A card of an older server says nothing: nothing is claimed.
     assert model_info(card()) == {}

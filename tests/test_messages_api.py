@@ -304,7 +304,7 @@ def test_key_as_bearer_too_and_wrong_key(keyed: LiveServer) -> None:
             },
             400,
             "invalid_request_error",
-            "unsupported content block",
+            "data: URL",
         ),
         (
             {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "model": "nope"},

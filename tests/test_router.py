@@ -163,6 +163,7 @@ def test_config_has_one_deployment_per_node_and_honest_flags(
         "supports_tool_choice": True,
         "supports_response_schema": True,
         "supports_reasoning": False,
+        "supports_vision": False,
         "supported_endpoints": chat_doors,
     }
     assert info["smollm2"] == {
@@ -174,6 +175,7 @@ def test_config_has_one_deployment_per_node_and_honest_flags(
         "supports_tool_choice": False,
         "supports_response_schema": True,
         "supports_reasoning": False,
+        "supports_vision": False,
         "supported_endpoints": chat_doors,
     }
     assert config["router_settings"]["num_retries"] == 3

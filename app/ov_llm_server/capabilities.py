@@ -46,9 +46,12 @@ _TASK_MODES: dict[str, ModelMode] = {
     "feature-extraction": "embedding",
     "sentence-similarity": "embedding",
     "text-classification": "rerank",
+    "image-text-to-text": "chat",
 }
 DEFAULT_TASK = "text-generation-with-past"
 _ENCODER_MODES: dict[ModelMode | None, EngineKind] = {"embedding": "embedding", "rerank": "rerank"}
+# Tasks whose engine is not the one their mode picks: a chat model with a vision tower.
+_TASK_ENGINES: dict[str, EngineKind] = {"image-text-to-text": "vlm"}
 
 _PROBE_TOOL = "ov_capability_probe_tool"
 _PROBE_REASONING = "ov capability probe reasoning"
@@ -58,7 +61,16 @@ _PROBE_TIMEOUT_SECONDS = 60
 
 def engine_kind(task: str | None) -> EngineKind:
     """The engine that serves a registry task: an encoder's, or else a generative model's."""
-    return _ENCODER_MODES.get(_TASK_MODES.get(task or DEFAULT_TASK), "llm")
+    task = task or DEFAULT_TASK
+    if task in _TASK_ENGINES:
+        return _TASK_ENGINES[task]
+    return _ENCODER_MODES.get(_TASK_MODES.get(task), "llm")
+
+
+def serves(engine: EngineKind, wanted: EngineKind) -> bool:
+    """An engine of kind ``engine`` serves an endpoint for ``wanted`` models: a vision
+    model is a chat model that also reads images."""
+    return engine == wanted or (engine, wanted) == ("vlm", "llm")
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,8 @@ def card_facts(path: Path, entry: ModelEntry | None, max_tokens_limit: int) -> C
         offered.append("reasoning")
     if caps.mode == "chat":
         offered.append("response_schema")
+    if engine_kind(entry.task if entry else None) == "vlm":
+        offered.append("vision")
     return CardFacts(
         mode=caps.mode,
         context_length=caps.context_length,

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 FEATURE_EXTRACTION = "feature-extraction"
 TEXT_CLASSIFICATION = "text-classification"
+IMAGE_TEXT_TO_TEXT = "image-text-to-text"
 ENCODER_TASKS = (FEATURE_EXTRACTION, TEXT_CLASSIFICATION)
 RECORD_KEY = "encoder"  # the section of conversion.json written by the converter
 
@@ -248,12 +249,18 @@ def encoder_config_from_hf(src: Path, task: str, hf_config: dict[str, Any]) -> d
 
 
 def detect_task(src: Path, hf_config: dict[str, Any], default: str) -> str:
-    """A sequence classifier is a reranker; a sentence-transformers folder is an embedder."""
+    """A sequence classifier is a reranker; a sentence-transformers folder is an embedder; a
+    vision-language model is ``image-text-to-text``."""
     architectures = hf_config.get("architectures") or []
     if any(str(a).endswith("ForSequenceClassification") for a in architectures):
         return TEXT_CLASSIFICATION
     if is_sentence_transformers(src):
         return FEATURE_EXTRACTION
+    # A vision tower beside the language model (LLaVA, Qwen2-VL, ...): a chat model with eyes.
+    if "vision_config" in hf_config and any(
+        str(a).endswith("ForConditionalGeneration") for a in architectures
+    ):
+        return IMAGE_TEXT_TO_TEXT
     return default
 
 

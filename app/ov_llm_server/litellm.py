@@ -115,6 +115,7 @@ def model_info(card: ModelCard) -> dict[str, Any]:
         info["supports_tool_choice"] = tools
         info["supports_response_schema"] = "response_schema" in card.capabilities
         info["supports_reasoning"] = "reasoning" in card.capabilities
+        info["supports_vision"] = "vision" in card.capabilities
     if card.mode == "chat":
         # LiteLLM forwards /v1/responses here as is; "/v1/messages" listed makes it forward
         # Anthropic's API as is too, instead of bridging it onto /v1/responses, which drops

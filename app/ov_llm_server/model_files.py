@@ -37,10 +37,14 @@ def config_context_length(folder: Path) -> int | None:
         return None
     if not isinstance(data, dict):
         return None
-    for key in _CONTEXT_KEYS:
-        value = data.get(key)
-        if isinstance(value, int) and value > 0:
-            return value
+    # A vision-language model's window is its language model's, in ``text_config``.
+    for section in (data, data.get("text_config")):
+        if not isinstance(section, dict):
+            continue
+        for key in _CONTEXT_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
     return None
 
 

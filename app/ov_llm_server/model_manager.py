@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import errors
-from .capabilities import engine_kind
+from .capabilities import engine_kind, serves
 from .engine.client import EngineProcess, LoadError
 from .engine.messages import EngineConfig, EngineKind, Speculation
 from .engine.supervisor import EngineState, EngineUnavailable, Supervisor
@@ -197,7 +197,7 @@ class ModelManager:
         """A queue slot for ``name`` now, or an APIError (400 for a model of another ``kind``
         than ``endpoint`` serves, 404, 429, 503). Never awaits."""
         resolved = self.resolve(name)
-        if kind is not None and resolved.kind != kind:
+        if kind is not None and not serves(resolved.kind, kind):
             raise errors.wrong_kind(name, resolved.kind, endpoint)
         slot = self._slots.get(resolved.key)
         if slot is None:

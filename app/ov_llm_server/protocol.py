@@ -123,6 +123,8 @@ def _printable(text: str) -> str:
 class ContentPart(Lenient):
     type: str
     text: str | None = None
+    # An "image_url" part: {"url": "data:image/png;base64,...", "detail": ...}.
+    image_url: str | dict[str, Any] | None = None
 
 
 class FunctionCall(Lenient):
@@ -312,8 +314,9 @@ class ChatCompletion(BaseModel):
 
 ModelMode = Literal["chat", "completion", "embedding", "rerank"]
 # "tools": the chat template renders tools; "reasoning": it thinks (<think>);
-# "response_schema": response_format json_schema is enforced by a grammar.
-Capability = Literal["tools", "reasoning", "response_schema"]
+# "response_schema": response_format json_schema is enforced by a grammar; "vision": it reads
+# image_url content parts.
+Capability = Literal["tools", "reasoning", "response_schema", "vision"]
 
 
 class ModelCard(BaseModel):

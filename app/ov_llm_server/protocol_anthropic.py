@@ -1,7 +1,8 @@
 """Pydantic models of the Anthropic Messages API requests this server takes (``/v1/messages``).
 
 Only what the server acts on is modelled; other fields are accepted and ignored (Lenient).
-Content the server cannot honour (images, documents, server tools) is refused.
+Content the server cannot honour (documents, server tools) is refused; images go to chat as its
+image parts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,24 @@ class ToolUseBlock(Lenient):
     id: str = Field(min_length=1, max_length=256)
     name: str = Field(min_length=1, max_length=128)
     input: dict[str, Any]
+
+
+class ImageSource(Lenient):
+    type: Literal["base64", "url"]
+    media_type: str = Field("image/png", max_length=64)
+    data: str | None = None
+    url: str | None = None
+
+
+class ImageBlock(Lenient):
+    type: Literal["image"]
+    source: ImageSource
+
+    def data_url(self) -> str:
+        """The image as chat's image_url takes it (chat refuses a URL it does not fetch)."""
+        if self.source.type == "url":
+            return self.source.url or ""
+        return f"data:{self.source.media_type};base64,{self.source.data or ''}"
 
 
 def _text_blocks(value: Any) -> Any:
@@ -56,12 +75,13 @@ ContentBlock = Annotated[
     Annotated[TextBlock, Tag("text")]
     | Annotated[ToolUseBlock, Tag("tool_use")]
     | Annotated[ToolResultBlock, Tag("tool_result")]
-    | Annotated[ThinkingBlock, Tag("thinking")],
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[ImageBlock, Tag("image")],
     Discriminator(
         _block_type,
         custom_error_type="unsupported_block",
         custom_error_message="unsupported content block type; this server takes text, "
-        "tool_use, tool_result and thinking blocks",
+        "image, tool_use, tool_result and thinking blocks",
     ),
 ]
 

@@ -1,7 +1,8 @@
 """Pydantic models of the OpenAI Responses API requests this server takes (``/v1/responses``).
 
 Only what the server acts on is modelled; other fields are accepted and ignored (Lenient), as
-for chat. Input items the server cannot honour (images, files, hosted tools) are refused.
+for chat. Input items the server cannot honour (files, hosted tools) are refused; images go to
+chat as its image parts.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pydantic import Discriminator, Field, Tag, field_validator
 from .protocol import Lenient, ModelName
 
 TEXT_PARTS = ("input_text", "output_text", "text")
+IMAGE_PART = "input_image"
 
 
 class ContentPart(Lenient):
     type: str
     text: str | None = None
+    image_url: str | None = None  # an "input_image" part: a data: URL
 
 
 class MessageItem(Lenient):

@@ -122,6 +122,33 @@ class Settings(BaseSettings):
         description="Most choices (n) one chat or completions request may ask for; each is "
         "a sequence of its own in the engine's batch.",
     )
+    max_images: int = Field(
+        8, ge=0, description="Most images (image_url parts) in one chat request to a vision model."
+    )
+    max_image_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest image file (decoded from its data: URL) accepted; the request "
+        "body limit (max_body_bytes) applies to the whole request first.",
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=1,
+        description="Most pixels (width x height) of one image; checked before it is decoded.",
+    )
+    image_fetch: bool = Field(
+        False,
+        description="Fetch http(s) image URLs of chat requests (public addresses only, "
+        "within OV_MAX_IMAGE_BYTES and OV_IMAGE_FETCH_SECONDS); off: such a URL is a 400.",
+    )
+    image_fetch_private: bool = Field(
+        False,
+        description="With image_fetch: also fetch from private, loopback and link-local "
+        "addresses (a homelab's own file server).",
+    )
+    image_fetch_seconds: float = Field(
+        10, gt=0, le=120, description="Longest fetching one image URL may take."
+    )
     schema_compile_seconds: float = Field(
         3,
         gt=0,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from ov_llm_server.encoder_config import (
     ENCODER_TASKS,
+    IMAGE_TEXT_TO_TEXT,
     TEXT_CLASSIFICATION,
     EncoderConfigError,
     detect_task,
@@ -43,6 +44,12 @@ TOKENIZER_FILES = (
     "openvino_detokenizer.bin",
 )
 REQUIRED_FILES = MODEL_FILES + TOKENIZER_FILES
+# A vision-language model is three IRs: its vision tower, its text embeddings, its language model.
+VLM_MODEL_FILES = tuple(
+    f"openvino_{part}_model.{ext}"
+    for part in ("language", "text_embeddings", "vision_embeddings")
+    for ext in ("xml", "bin")
+)
 
 
 class ConversionError(Exception):
@@ -203,6 +210,8 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
             if task in ENCODER_TASKS:
                 _match_transformers_inputs(src, out, task, options.trust_remote_code)
+            if task == IMAGE_TEXT_TO_TEXT:
+                write_image_processor_config(out)
     except ConversionError:
         raise
     except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
@@ -338,17 +347,35 @@ def served_encoder_record(out: Path, task: str, encoder: dict[str, Any]) -> dict
     return {**encoder, "token_type_ids": "token_type_ids" in model_inputs(out)}
 
 
-def missing_files(folder: Path) -> list[str]:
+def write_image_processor_config(out: Path) -> None:
+    """GenAI reads a VLM's image preprocessing (mean, std, crop size) from
+    ``preprocessor_config.json``; transformers 5 saves it inside ``processor_config.json``
+    instead, and without the file GenAI silently preprocesses with its own defaults (the
+    answers then differ from the model's)."""
+    target = out / "preprocessor_config.json"
+    if target.is_file():
+        return
+    try:
+        processor = json.loads((out / "processor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    image_processor = processor.get("image_processor") if isinstance(processor, dict) else None
+    if isinstance(image_processor, dict):
+        target.write_text(json.dumps(image_processor, indent=2), encoding="utf-8")
+
+
+def missing_files(folder: Path, task: str = DEFAULT_TASK) -> list[str]:
+    model_files = VLM_MODEL_FILES if task == IMAGE_TEXT_TO_TEXT else MODEL_FILES
     return [
         name
-        for name in REQUIRED_FILES
+        for name in model_files + TOKENIZER_FILES
         if not (folder / name).is_file() or (folder / name).stat().st_size == 0
     ]
 
 
 def check_ir_folder(folder: Path, task: str = DEFAULT_TASK) -> None:
     """Refuse an output ``openvino_genai`` could not load as is (optimum only warns)."""
-    missing = missing_files(folder)
+    missing = missing_files(folder, task)
     if missing:
         raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
     if task in ENCODER_TASKS:

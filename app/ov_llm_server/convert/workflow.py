@@ -46,6 +46,7 @@ from ov_llm_server.convert.record import (
 from ov_llm_server.encoder_config import (
     ENCODER_TASKS,
     FEATURE_EXTRACTION,
+    IMAGE_TEXT_TO_TEXT,
     TEXT_CLASSIFICATION,
     load_embedding_config,
     load_rerank_config,
@@ -498,7 +499,7 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
         if path.suffix != ".gguf":
             check.problems.append(f"{path} is a file but not a .gguf")
     else:
-        missing = missing_files(path)
+        missing = missing_files(path, entry.task)
         if missing:
             check.problems.append(f"missing or empty: {', '.join(missing)}")
             return check
@@ -534,6 +535,8 @@ def _load(path: Path, task: str, device: str) -> None:
     elif task == TEXT_CLASSIFICATION:
         load_rerank_config(path)
         og.TextRerankPipeline(str(path), device)
+    elif task == IMAGE_TEXT_TO_TEXT:
+        og.VLMPipeline(str(path), device)
     else:
         og.LLMPipeline(str(path), device)
 

@@ -22,8 +22,9 @@ import msgspec
 # Why a request ended, as the engine reports it. "cancelled": the HTTP side asked for it.
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
 # What an engine process runs, picked by the registry entry's task: a generative model
-# (chat and completions), a sentence embedder, or a cross-encoder reranker.
-EngineKind = Literal["llm", "embedding", "rerank"]
+# (chat and completions), a sentence embedder, a cross-encoder reranker, or a generative
+# model that also reads images.
+EngineKind = Literal["llm", "embedding", "rerank", "vlm"]
 # One token as the logprobs of an answer show it: its own text (the engine detokenizes)
 # and its log probability; the first token of an echoed prompt has none.
 TokenLogprob = tuple[str, float]
@@ -99,6 +100,15 @@ class SamplingParams(msgspec.Struct, frozen=True):
 # ---------------------------------------------------------------- HTTP process -> engine
 
 
+class Image(msgspec.Struct, array_like=True, frozen=True):
+    """One image of a chat request, decoded and checked by the HTTP side: 8-bit RGB pixels,
+    row by row (the layout GenAI's vision pipelines take as a tensor)."""
+
+    width: int
+    height: int
+    rgb: bytes
+
+
 class Generate(msgspec.Struct, tag=True, frozen=True):
     """A generation request, from chat ``messages`` (and ``tools``), which the engine renders
     with the model's chat template, or from a raw ``prompt`` (text or token ids; with a
@@ -112,6 +122,8 @@ class Generate(msgspec.Struct, tag=True, frozen=True):
     prompt: str | None = None
     prompt_ids: list[int] | None = None
     suffix: str | None = None
+    # A vision model's images, in the order of the image parts in ``messages``.
+    images: list[Image] | None = None
 
 
 class Embed(msgspec.Struct, tag=True, frozen=True):
@@ -195,7 +207,8 @@ class Output(msgspec.Struct, array_like=True, frozen=True):
 
     A request's first output acknowledges it: ``prompt_tokens`` set (with the end of the
     rendered prompt, which tells the parsers whether the template opened a think block),
-    or ``finish="error"`` with a ``code`` saying why it was refused.
+    or ``finish="error"`` with a ``code`` saying why it was refused. A vision model's last
+    output sets ``prompt_tokens`` again: the whole prompt's, image tokens included.
     """
 
     rid: int

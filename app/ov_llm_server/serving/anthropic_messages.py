@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from ..protocol import ChatMessage
 from ..protocol_anthropic import (
     CountTokensRequest,
+    ImageBlock,
     Message,
     MessagesRequest,
     TextBlock,
@@ -97,10 +98,15 @@ def _turn(message: Message) -> list[dict[str, Any]]:
     then the turn's text and tool calls."""
     results: list[dict[str, Any]] = []
     text = ""
+    # With images: the turn's text and images in order, as chat's content parts.
+    parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for block in message.content:
         if isinstance(block, TextBlock):
             text += block.text
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlock):
+            parts.append({"type": "image_url", "image_url": {"url": block.data_url()}})
         elif isinstance(block, ToolUseBlock):
             arguments = json.dumps(block.input)
             calls.append(
@@ -116,8 +122,9 @@ def _turn(message: Message) -> list[dict[str, Any]]:
         else:
             assert isinstance(block, ThinkingBlock)
     turn: list[dict[str, Any]] = []
-    if text or calls or not results:
-        own: dict[str, Any] = {"role": message.role, "content": text or None}
+    images = any(part["type"] == "image_url" for part in parts)
+    if text or calls or images or not results:
+        own: dict[str, Any] = {"role": message.role, "content": parts if images else text or None}
         if calls:
             own["tool_calls"] = calls
         turn.append(own)

@@ -25,6 +25,7 @@ from ..protocol import (
 )
 from .common import Record
 from .generation import GenerationService, GenerationWork, sampling
+from .images import IMAGE_PART, check_images, decode_images, image_parts, vision_content
 
 
 class ChatService(GenerationService):
@@ -50,12 +51,13 @@ class ChatService(GenerationService):
         for i, message in enumerate(body.messages):
             if isinstance(message.content, list):
                 for part in message.content:
-                    if part.type != "text":
+                    if part.type not in ("text", IMAGE_PART):
                         raise errors.bad_request(
                             f"Content part type '{part.type}' is not supported; "
-                            "this server takes text only",
+                            "this server takes text and image_url parts",
                             param=f"messages.{i}.content",
                         )
+        check_images(body.messages, self.settings)
         super().check(body)
 
     def compiles(self, body: Any) -> bool:
@@ -71,6 +73,18 @@ class ChatService(GenerationService):
             compile_seconds=self.settings.schema_compile_seconds,
         )
         messages = [template_message(m) for m in body.messages]
+        images = None
+        if model.engine.kind == "vlm":
+            images = decode_images(body.messages, self.settings)
+            for message, source in zip(messages, body.messages, strict=True):
+                message["content"] = vision_content(source)
+        elif parts := image_parts(body.messages):
+            raise errors.bad_request(
+                f"The model '{model.name}' does not read images; send image_url parts to a "
+                "vision model",
+                param=parts[0][0],
+                code="images_unsupported",
+            )
         max_new = body.requested_max_tokens() or self.settings.default_max_tokens
         params = sampling(
             body,
@@ -82,7 +96,9 @@ class ChatService(GenerationService):
         )
 
         def build(rid: int) -> Generate:
-            return Generate(rid, params, messages=messages, tools=plan.template_tools)
+            return Generate(
+                rid, params, messages=messages, tools=plan.template_tools, images=images
+            )
 
         def answer(accepted: Output) -> ChatAnswer:
             return ChatAnswer(plan.parser(accepted.prompt_tail or ""), body.logprobs)

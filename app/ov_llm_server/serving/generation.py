@@ -277,6 +277,8 @@ class GenerationService(Service):
         if record.first_token_at is None and output.tokens > 0:
             record.first_token_at = time.perf_counter()
         record.completion_tokens = output.tokens
+        if output.prompt_tokens is not None:  # a vision model's last output: with image tokens
+            record.prompt_tokens = output.prompt_tokens
         if output.finish is not None:
             record.finish_reason = output.finish
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .. import errors
 from ..protocol_responses import (
+    IMAGE_PART,
     TEXT_PARTS,
     ContentPart,
     FunctionCallItem,
@@ -99,7 +100,7 @@ def conversation_of(given: list[InputItem]) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i, item in enumerate(given):
         if isinstance(item, MessageItem):
-            messages.append({"role": item.role, "content": _text(item.content, f"input.{i}")})
+            messages.append({"role": item.role, "content": _content(item.content, f"input.{i}")})
         elif isinstance(item, FunctionCallItem):
             call = {
                 "id": item.call_id,
@@ -116,17 +117,38 @@ def conversation_of(given: list[InputItem]) -> list[dict[str, Any]]:
     return messages
 
 
+def _content(content: str | list[ContentPart], param: str) -> str | list[dict[str, Any]]:
+    """A message's content for chat: text, or chat's parts when it has images (chat checks
+    and decodes them, and refuses them for a model that does not read images)."""
+    if isinstance(content, str) or all(part.type != IMAGE_PART for part in content):
+        return _text(content, param)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        if part.type == IMAGE_PART:
+            parts.append({"type": "image_url", "image_url": {"url": part.image_url or ""}})
+        elif part.type in TEXT_PARTS:
+            parts.append({"type": "text", "text": part.text or ""})
+        else:
+            raise _unsupported(part, f"{param}.content.{j}.type")
+    return parts
+
+
 def _text(content: str | list[ContentPart], param: str) -> str:
     if isinstance(content, str):
         return content
     for j, part in enumerate(content):
         if part.type not in TEXT_PARTS:
-            raise errors.bad_request(
-                f"Content part type '{part.type}' is not supported; this server takes text only",
-                param=f"{param}.content.{j}.type",
-                code="unsupported_content",
-            )
+            raise _unsupported(part, f"{param}.content.{j}.type")
     return "".join(part.text or "" for part in content)
+
+
+def _unsupported(part: ContentPart, param: str) -> errors.APIError:
+    return errors.bad_request(
+        f"Content part type '{part.type}' is not supported; this server takes text and "
+        "input_image parts",
+        param=param,
+        code="unsupported_content",
+    )
 
 
 def chat_fields(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def test_config_routes_the_node_models_with_their_capabilities(host):
         "supports_tool_choice": False,
         "supports_response_schema": True,
         "supports_reasoning": False,
+        "supports_vision": False,
         # LiteLLM forwards these doors to a chat model as they are.
         "supported_endpoints": [
             "/v1/chat/completions",

@@ -186,12 +186,12 @@ class LlmRunner:
             prompt, ids = self._prompt(request)
             faults.mark(request.rid, prompt)
             params = request.params
-            max_new = self._budget(len(ids), params.max_new_tokens, params.shortest_answer)
+            prompt_tokens = self._prompt_tokens(request, ids)
+            max_new = self._budget(prompt_tokens, params.max_new_tokens, params.shortest_answer)
             # GenAI's echo gives the prompt's log probabilities; with no new token it is also
             # what lets a request only score its prompt.
             echo = params.echo and (params.logprobs or max_new == 0)
-            tensor = ov.Tensor(np.array([ids], dtype=np.int64))
-            handles = self._add_choices(tensor, params, max_new, echo)
+            handles = self._add_choices(request, prompt, ids, params, max_new, echo)
         except faults.InjectedFault:
             raise
         except RequestRefused as exc:
@@ -212,10 +212,27 @@ class LlmRunner:
             for index, handle in enumerate(handles)
         ]
         self._active[request.rid] = _Request(request.rid, sequences)
-        return Output(request.rid, "", 0, prompt_tokens=len(ids), prompt_tail=prompt[-64:])
+        return Output(request.rid, "", 0, prompt_tokens=prompt_tokens, prompt_tail=prompt[-64:])
+
+    def _prompt_tokens(self, request: Generate, ids: list[int]) -> int:
+        """The tokens the prompt takes in the context."""
+        return len(ids)
+
+    def _add_request(
+        self, genai_id: int, request: Generate, prompt: str, ids: list[int], config: Any
+    ) -> Any:
+        """Hands one choice of the request to the pipeline; its generation handle."""
+        tensor = ov.Tensor(np.array([ids], dtype=np.int64))
+        return self._pipe.add_request(genai_id, tensor, config)
 
     def _add_choices(
-        self, tensor: Any, params: SamplingParams, max_new: int, echo: bool
+        self,
+        request: Generate,
+        prompt: str,
+        ids: list[int],
+        params: SamplingParams,
+        max_new: int,
+        echo: bool,
     ) -> list[Any]:
         """One GenAI request per choice; none left behind if GenAI refuses one."""
         seed = params.seed
@@ -228,7 +245,8 @@ class LlmRunner:
                 if seed is not None:
                     choice = msgspec.structs.replace(params, seed=(seed + index) % _SEEDS)
                 config = generation_config(choice, self._defaults, max_new, echo=echo)
-                handles.append(self._pipe.add_request(next(self._genai_ids), tensor, config))
+                genai_id = next(self._genai_ids)
+                handles.append(self._add_request(genai_id, request, prompt, ids, config))
         except BaseException:
             for handle in handles:
                 handle.cancel()
