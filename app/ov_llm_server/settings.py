@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         "OV_DEVICE is a GPU: int4 is unstable on the UHD 630's GPU stack. Empty runs them on "
         "OV_DEVICE like every other model.",
     )
+    speech_device: str | None = Field(
+        "CPU",
+        description="Device for text-to-speech models whose registry entry names no device: "
+        "the iGPU is for the LLM. Empty runs them on OV_DEVICE.",
+    )
     registry_path: Path = Field(
         DEFAULT_REGISTRY_PATH, description="Model registry file (registry.json)."
     )
@@ -115,6 +120,12 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted."
     )
     max_messages: int = Field(512, ge=1, description="Most messages in one request.")
+    max_speech_chars: int = Field(
+        4096,
+        ge=1,
+        le=100_000,
+        description="Most characters of text one /v1/audio/speech request may ask to speak.",
+    )
     schema_compile_seconds: float = Field(
         3,
         gt=0,
@@ -173,6 +184,7 @@ class Settings(BaseSettings):
         "api_key_file",
         "fallback_device",
         "int4_device",
+        "speech_device",
         "kv_cache_precision",
         mode="before",
     )

@@ -24,7 +24,10 @@ from ov_llm_server.encoder_config import (
     model_inputs,
     tokenizer_gaps,
 )
+from ov_llm_server.registry import SPEECH_TASK
 from ov_llm_server.textutil import one_line
+
+from . import speech
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,10 @@ def resolve_task(src: Path, options: ExportOptions) -> ExportOptions:
     """``--task`` if given, else what the model's files say it is (a chat model by default)."""
     if options.task:
         return options
-    return replace(options, task=detect_task(src, read_hf_config(src), DEFAULT_TASK))
+    hf_config = read_hf_config(src)
+    if speech.is_speech_model(hf_config):
+        return replace(options, task=SPEECH_TASK)
+    return replace(options, task=detect_task(src, hf_config, DEFAULT_TASK))
 
 
 def encoder_record(src: Path, task: str) -> dict[str, Any] | None:
@@ -201,10 +207,14 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             warnings.filterwarnings("ignore", message=".*[Tt]race.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
             _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
+            if task == SPEECH_TASK:
+                speech.copy_extras(src, out)
             if task in ENCODER_TASKS:
                 _match_transformers_inputs(src, out, task, options.trust_remote_code)
     except ConversionError:
         raise
+    except speech.SpeechSourceError as exc:
+        raise ConversionError(str(exc)) from exc
     except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
         raise MissingExtraError(
             f"conversion needs the 'convert' extra (pip install 'ov-llm-server[convert]'): {exc}"
@@ -253,6 +263,7 @@ def _run_optimum(
     wq_config: Any,
 ) -> None:
     """What ``optimum-cli export openvino`` runs: export, then compress the weights."""
+    model_kwargs = speech.vocoder_kwargs(src) if options.task == SPEECH_TASK else None
     optimum_export.main_export(
         model_name_or_path=str(src),
         output=out,
@@ -261,6 +272,7 @@ def _run_optimum(
         convert_tokenizer=True,
         trust_remote_code=options.trust_remote_code,
         library_name="transformers",
+        model_kwargs=model_kwargs,
     )
     if wq_config is None:
         return
@@ -338,19 +350,22 @@ def served_encoder_record(out: Path, task: str, encoder: dict[str, Any]) -> dict
     return {**encoder, "token_type_ids": "token_type_ids" in model_inputs(out)}
 
 
-def missing_files(folder: Path) -> list[str]:
+def missing_files(folder: Path, task: str = DEFAULT_TASK) -> list[str]:
+    required = speech.IR_FILES if task == SPEECH_TASK else REQUIRED_FILES
     return [
         name
-        for name in REQUIRED_FILES
+        for name in required
         if not (folder / name).is_file() or (folder / name).stat().st_size == 0
     ]
 
 
 def check_ir_folder(folder: Path, task: str = DEFAULT_TASK) -> None:
     """Refuse an output ``openvino_genai`` could not load as is (optimum only warns)."""
-    missing = missing_files(folder)
+    missing = missing_files(folder, task)
     if missing:
         raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
+    if task == SPEECH_TASK:
+        return
     if task in ENCODER_TASKS:
         gaps = tokenizer_gaps(folder)
         if gaps:
