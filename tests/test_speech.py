@@ -35,6 +35,7 @@ from tiny_speecht5 import (
 )
 
 MAX_CHARS = 300
+POISON = "zzpoison"  # a text carrying it breaks the pipeline call that runs it (faults.py)
 TEXT = "Hello there."
 SENTENCES = ["Good morning.", "The fox jumps!", "Is it late?"]
 
@@ -122,7 +123,9 @@ def direct(pipeline: Any, text: str, voice_name: str | None) -> tuple[np.ndarray
         result = pipeline.generate(text)
     else:
         result = pipeline.generate(text, ov.Tensor(voice(voice_name)))
-    return np.asarray(result.speeches[0].data).reshape(-1), int(result.output_sample_rate)
+    # A copy: the array the tensor exposes dies with ``result``.
+    samples = np.array(result.speeches[0].data, copy=True).reshape(-1)
+    return samples, int(result.output_sample_rate)
 
 
 def test_the_converter_detects_speecht5_and_ships_its_voices(speecht5: dict[str, Path]) -> None:
@@ -163,8 +166,13 @@ def test_genai_matches_transformers(speecht5: dict[str, Path], pipeline: Any) ->
 
 
 @pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults") / "fault"
+
+
+@pytest.fixture(scope="module")
 def live(
-    server_factory: Any, speecht5: dict[str, Path], tiny_registry: dict[str, Any]
+    server_factory: Any, speecht5: dict[str, Path], tiny_registry: dict[str, Any], faults: Path
 ) -> LiveServer:
     registry = {
         "tts": {"path": str(speecht5["fp16"]), "task": TASK, "weight_format": "fp16"},
@@ -172,7 +180,12 @@ def live(
     }
     # OV_DEVICE names a device this machine lacks: the speech model must not go there.
     return server_factory(
-        registry, OV_DEVICE="NPU", OV_MAX_SPEECH_CHARS=str(MAX_CHARS), OV_MAX_LOADED_MODELS="1"
+        registry,
+        OV_DEVICE="NPU",
+        OV_MAX_SPEECH_CHARS=str(MAX_CHARS),
+        OV_MAX_LOADED_MODELS="1",
+        OV_ENGINE_POISON=POISON,
+        OV_ENGINE_FAULTS_FILE=str(faults),
     )
 
 
@@ -233,7 +246,7 @@ def test_long_input_is_served_sentence_by_sentence(live: LiveServer, pipeline: A
 def test_every_format_comes_back_as_audio(
     client: openai.OpenAI, pipeline: Any, audio_format: Any, content_type: str
 ) -> None:
-    with client.audio.speech.with_raw_response.create(
+    with client.audio.speech.with_streaming_response.create(
         model="tts", voice="alloy", input=TEXT, response_format=audio_format
     ) as raw:
         assert raw.headers["content-type"] == content_type
@@ -288,3 +301,37 @@ def test_card_and_litellm_say_audio_speech(live: LiveServer) -> None:
     info = model_info(ModelCard.model_validate(card))
     assert info["mode"] == "audio_speech"
     assert info["supported_endpoints"] == ["/v1/audio/speech"]
+
+
+def _engine(live: LiveServer) -> dict[str, Any]:
+    (engine,) = httpx.get(f"{live.base_url}/health").json()["loaded_models"]
+    assert isinstance(engine, dict)
+    return engine
+
+
+def test_a_text_that_breaks_the_model_is_refused_alone(live: LiveServer) -> None:
+    speak(live, input="ok", voice="alloy")
+    before = _engine(live)
+    error = error_of(speak(live, input=f"Fine. This {POISON} breaks it.", voice="alloy"), 400)
+    assert error["code"] == "poison_request" and error["param"] == "input"
+    assert speak(live, input="ok", voice="alloy").status_code == 200
+    assert _engine(live)["pid"] == before["pid"]  # the model was not at fault
+
+
+def test_a_failed_step_ends_the_request_and_the_engine_comes_back(
+    live: LiveServer, faults: Path
+) -> None:
+    speak(live, input="ok", voice="alloy")
+    before = _engine(live)
+    faults.write_text("step", encoding="utf-8")
+    response = speak(live, input=TEXT, voice="alloy")
+    assert response.status_code in (500, 503), response.text
+    assert "step" in response.json()["error"]["message"] or "restarting" in response.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        after = _engine(live)
+        if after["state"] == "ready" and after["restarts"] == before["restarts"] + 1:
+            break
+        time.sleep(0.1)
+    assert after["pid"] != before["pid"]
+    assert speak(live, input="ok", voice="alloy").status_code == 200

@@ -180,6 +180,8 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
     task = str(options.task)
     hf_config = read_hf_config(src)
     settings = quantization_settings(options, hf_config)
+    # A SpeechT5 without its vocoder fails here, in milliseconds, not after the imports.
+    model_kwargs = _speech_vocoder(src) if task == SPEECH_TASK else None
     optimum_export = _import_optimum()
     from optimum.intel.openvino.configuration import OVConfig, OVWeightQuantizationConfig
 
@@ -206,15 +208,13 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             # torch.jit tracing warns about every shape-dependent branch; expected here.
             warnings.filterwarnings("ignore", message=".*[Tt]race.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
+            _run_optimum(optimum_export, src, out, options, ov_config, wq_config, model_kwargs)
             if task == SPEECH_TASK:
                 speech.copy_extras(src, out)
             if task in ENCODER_TASKS:
                 _match_transformers_inputs(src, out, task, options.trust_remote_code)
     except ConversionError:
         raise
-    except speech.SpeechSourceError as exc:
-        raise ConversionError(str(exc)) from exc
     except ImportError as exc:  # e.g. nncf missing: optimum imports it only to quantise
         raise MissingExtraError(
             f"conversion needs the 'convert' extra (pip install 'ov-llm-server[convert]'): {exc}"
@@ -261,9 +261,9 @@ def _run_optimum(
     options: ExportOptions,
     ov_config: Any,
     wq_config: Any,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> None:
     """What ``optimum-cli export openvino`` runs: export, then compress the weights."""
-    model_kwargs = speech.vocoder_kwargs(src) if options.task == SPEECH_TASK else None
     optimum_export.main_export(
         model_name_or_path=str(src),
         output=out,
@@ -290,6 +290,13 @@ def _run_optimum(
         cache_dir=None,
         trust_remote_code=options.trust_remote_code,
     )
+
+
+def _speech_vocoder(src: Path) -> dict[str, Any]:
+    try:
+        return speech.vocoder_kwargs(src)
+    except speech.SpeechSourceError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def _match_transformers_inputs(src: Path, out: Path, task: str, trust_remote_code: bool) -> None:

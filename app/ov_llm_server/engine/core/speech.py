@@ -142,7 +142,8 @@ class SpeechModel:
             result = self._pipe.generate(text)
         else:
             result = self._pipe.generate(text, ov.Tensor(speaker))
-        samples = np.asarray(result.speeches[0].data, dtype=np.float32).reshape(-1)
+        # A copy: the array GenAI's tensor exposes dies with ``result``.
+        samples = np.array(result.speeches[0].data, dtype=np.float32, copy=True).reshape(-1)
         # The pipeline's metrics count no input tokens: the tokenizer counts them (a ms).
         tokens = int(self.tokenizer.encode(text).input_ids.get_shape()[1])
         return samples, int(result.output_sample_rate), tokens
