@@ -2,8 +2,10 @@
 
 Two ways of speaking the same texts (each two or three sentences):
 
-- ``direct``: ``openvino_genai.Text2SpeechPipeline`` in this process, one ``generate`` per text,
-  one text after another (the pipeline serves one caller at a time);
+- ``direct``: ``openvino_genai.Text2SpeechPipeline`` in this process, one ``generate`` per
+  sentence (the pieces the server's engine cuts a text into), one after another (the pipeline
+  serves one caller at a time); ``direct-whole`` gives it each text whole, for comparison:
+  SpeechT5's attention costs grow with the length, so sentences are cheaper per second of audio;
 - ``server``: the real ``ov-llm-server`` over HTTP (``/v1/audio/speech``, ``wav``), with 1 and 4
   requests in flight; its engine synthesises one sentence a step, one request at a time.
 
@@ -37,6 +39,8 @@ import httpx
 import openvino as ov
 import openvino_genai as og
 from report import git_commit, machine_info  # bench/report.py: the same machine facts
+
+from ov_llm_server.engine.core.speech import chunks
 
 log = logging.getLogger("bench.speech")
 
@@ -76,11 +80,13 @@ class Direct:
         self.pipe = og.Text2SpeechPipeline(str(model), "CPU", INFERENCE_PRECISION_HINT="f32")
         self.voice = ov.Tensor(voice)
 
-    def run(self, batch: list[str]) -> tuple[float, float]:
-        """(audio seconds, wall seconds) of speaking ``batch``."""
+    def run(self, batch: list[str], whole: bool = False) -> tuple[float, float]:
+        """(audio seconds, wall seconds) of speaking ``batch``, sentence by sentence unless
+        ``whole``."""
+        pieces = batch if whole else [piece for text in batch for piece in chunks(text)]
         started = time.perf_counter()
         audio = 0.0
-        for text in batch:
+        for text in pieces:
             result = self.pipe.generate(text, self.voice)
             audio += result.speeches[0].get_size() / result.output_sample_rate
         return audio, time.perf_counter() - started
@@ -126,7 +132,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     batch = texts(args.texts)
     direct = Direct(model, tiny.voice("alloy"))
     direct.run(batch[:2])  # warm-up: the first calls compile
-    rates: dict[str, list[float]] = {"direct": []}
+    rates: dict[str, list[float]] = {"direct": [], "direct-whole": []}
     rates |= {f"server@{c}": [] for c in args.concurrency}
     with tempfile.TemporaryDirectory(prefix="bench-speech-") as workdir:
         server = start_server(model, Path(workdir))
@@ -135,6 +141,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             for round_index in range(args.rounds):
                 audio, wall = direct.run(batch)
                 rates["direct"].append(audio / wall)
+                audio, wall = direct.run(batch, whole=True)
+                rates["direct-whole"].append(audio / wall)
                 for concurrency in args.concurrency:
                     audio, wall = asyncio.run(server_run(server.base_url, batch, concurrency))
                     rates[f"server@{concurrency}"].append(audio / wall)
@@ -192,6 +200,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
     report = measure(args)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 import openai
 import pytest
 
+from litellm_proxy import litellm_config, requires_litellm, running_proxy
 from live_server import LiveServer, error_of
 from ov_llm_server.audio_encode import PCM_RATE, change_speed, encode
 from ov_llm_server.engine.core.speech import MAX_CHUNK_CHARS, chunks
@@ -335,3 +336,19 @@ def test_a_failed_step_ends_the_request_and_the_engine_comes_back(
         time.sleep(0.1)
     assert after["pid"] != before["pid"]
     assert speak(live, input="ok", voice="alloy").status_code == 200
+
+
+@requires_litellm
+def test_through_litellm(
+    live: LiveServer, pipeline: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    config = litellm_config(live, "--api-base", live.v1)
+    with running_proxy(config, tmp_path_factory.mktemp("litellm")) as proxy:
+        client = openai.OpenAI(base_url=f"{proxy.base_url}/v1", api_key=proxy.key, max_retries=0)
+        response = client.audio.speech.create(
+            model="tts", voice="echo", input=TEXT, response_format="wav"
+        )
+        samples, rate = _wav(response.read())
+    expected, _ = direct(pipeline, TEXT, "echo")
+    assert rate == SAMPLE_RATE and samples.size == expected.size
+    assert np.abs(samples - np.clip(expected, -1, 1)).max() <= 2 / 32767
