@@ -139,6 +139,16 @@ def test_the_converter_detects_speecht5_and_ships_its_voices(speecht5: dict[str,
         assert (speecht5[weight_format] / "openvino_vocoder.xml").is_file()
 
 
+def test_verify_loads_it_in_the_pipeline_that_serves_it(speecht5: dict[str, Path]) -> None:
+    from ov_llm_server.convert.workflow import Layout, registry_entries, verify_entry
+
+    registry = speecht5["registry"]
+    layout = Layout(models_dir=registry.parent.parent, registry_path=registry)
+    for name, entry in registry_entries(layout).items():
+        check = verify_entry(layout, name, entry, load=True, device="CPU")
+        assert check.ok and not check.notes, (name, check)
+
+
 def test_a_speecht5_without_its_vocoder_is_refused(tmp_path: Path) -> None:
     from ov_llm_server.convert.export import ConversionError, ExportOptions, export_model
 
