@@ -9,6 +9,7 @@ token). Every ``response_format`` is decoded back with PyAV.
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import time
@@ -248,6 +249,20 @@ def test_long_input_is_served_sentence_by_sentence(live: LiveServer, pipeline: A
     parts = [direct(pipeline, sentence, "alloy")[0] for sentence in SENTENCES]
     assert samples.size == sum(p.size for p in parts)
     assert np.abs(samples - np.clip(np.concatenate(parts), -1, 1)).max() <= 2 / 32767
+
+
+def test_concurrent_requests_each_get_their_own_audio(live: LiveServer, pipeline: Any) -> None:
+    asks = [(text, name) for text in SENTENCES for name in ("alloy", "echo")]
+    with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
+        futures = [
+            pool.submit(speak, live, input=text, voice=name, response_format="wav")
+            for text, name in asks
+        ]
+        answers = [_wav(future.result().content)[0] for future in futures]
+    for (text, name), samples in zip(asks, answers, strict=True):
+        expected = direct(pipeline, text, name)[0]
+        assert samples.size == expected.size
+        assert np.abs(samples - np.clip(expected, -1, 1)).max() <= 2 / 32767
 
 
 @pytest.mark.parametrize(
