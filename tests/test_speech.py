@@ -100,6 +100,21 @@ def test_pcm_is_24_khz_16_bit_and_speed_keeps_the_pitch() -> None:
         assert peak == pytest.approx(500, abs=15)  # the same tone, not a resampled one
 
 
+def test_speech_runs_on_the_cpu_unless_its_entry_says_otherwise() -> None:
+    from ov_llm_server.placement import choose_device
+    from ov_llm_server.registry import ModelEntry
+    from ov_llm_server.settings import Settings
+
+    settings = Settings(device="GPU")
+    speech = ModelEntry(path="tts", task=TASK)
+    assert choose_device(speech, settings).device == "CPU"
+    assert choose_device(ModelEntry(path="tts", task=TASK, device="GPU.1"), settings).device == (
+        "GPU.1"
+    )
+    assert choose_device(speech, Settings(device="GPU", speech_device="")).device == "GPU"
+    assert choose_device(ModelEntry(path="llm"), settings).device == "GPU"
+
+
 # ---------------------------------------------------------------- the converted model
 
 
