@@ -27,6 +27,7 @@ from .serving import (
     DetokenizeService,
     EmbeddingService,
     RerankService,
+    SpeechService,
     TokenizeService,
 )
 from .serving.anthropic_messages import MessagesService
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
         ("completions", CompletionService),
         ("embeddings", EmbeddingService),
         ("rerank", RerankService),
+        ("speech", SpeechService),
         ("tokenize", TokenizeService),
         ("detokenize", DetokenizeService),
     ):

@@ -35,7 +35,7 @@ from .encoder_config import EncoderConfigError, load_embedding_config, load_rera
 from .engine.messages import EngineKind
 from .model_files import config_context_length, gguf_facts, ir_template
 from .protocol import Capability, ModelMode
-from .registry import ModelEntry
+from .registry import SPEECH_TASK, ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,14 @@ _TASK_MODES: dict[str, ModelMode] = {
     "sentence-similarity": "embedding",
     "text-classification": "rerank",
     "image-text-to-text": "chat",
+    SPEECH_TASK: "audio_speech",
 }
 DEFAULT_TASK = "text-generation-with-past"
-_ENCODER_MODES: dict[ModelMode | None, EngineKind] = {"embedding": "embedding", "rerank": "rerank"}
+_ENCODER_MODES: dict[ModelMode | None, EngineKind] = {
+    "embedding": "embedding",
+    "rerank": "rerank",
+    "audio_speech": "speech",
+}
 # Tasks whose engine is not the one their mode picks: a chat model with a vision tower.
 _TASK_ENGINES: dict[str, EngineKind] = {"image-text-to-text": "vlm"}
 
@@ -159,6 +164,8 @@ def _inspect(path: Path, task: str, version: tuple[tuple[str, int], ...]) -> Cap
         return Capabilities(mode, None, None, False, False)
     if mode == "embedding" or mode == "rerank":
         return _encoder_capabilities(path, mode)
+    if mode == "audio_speech":  # no tokens to count for a client, no template
+        return Capabilities(mode, None, None, False, False)
     if path.suffix == ".gguf":
         template, context = gguf_facts(path)
     else:

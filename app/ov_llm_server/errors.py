@@ -61,6 +61,7 @@ _KIND_SERVES = {
     "embedding": "an embedding model: it serves /v1/embeddings",
     "rerank": "a reranker: it serves /v1/rerank",
     "vlm": "a vision-language model: it serves /v1/chat/completions and /v1/completions",
+    "speech": "a text-to-speech model: it serves /v1/audio/speech",
 }
 
 

@@ -121,6 +121,8 @@ def model_info(card: ModelCard) -> dict[str, Any]:
         # Anthropic's API as is too, instead of bridging it onto /v1/responses, which drops
         # stop_sequences and top_k (measured with LiteLLM 1.108.7).
         info["supported_endpoints"] = list(CHAT_ENDPOINTS)
+    if card.mode == "audio_speech":
+        info["supported_endpoints"] = ["/v1/audio/speech"]
     return info
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine.messages import EngineConfig, EngineKind, Speculation
-from .registry import ModelEntry
+from .registry import SPEECH_TASK, ModelEntry
 from .settings import Settings
 
 # Devices that dispatch to others: "AUTO:GPU,CPU", "HETERO:GPU,CPU", "BATCH:GPU(4)", "AUTO:-CPU".
@@ -89,6 +89,9 @@ def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
     """
     if entry is not None and entry.device:
         return Placement(entry.device, "set by its registry entry")
+    if entry is not None and settings.speech_device and entry.task == SPEECH_TASK:
+        device = settings.speech_device
+        return Placement(device, f"a text-to-speech model: OV_SPEECH_DEVICE={device}")
     weight_format = (
         entry.weight_format if entry is not None else gguf_weight_format(settings.model_path)
     )

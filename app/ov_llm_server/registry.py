@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 log = logging.getLogger(__name__)
 
 REGISTRY_VERSION = 1
+# The task of text-to-speech models (optimum-intel's name): it picks their engine and device.
+SPEECH_TASK = "text-to-audio"
 LOCK_TIMEOUT_SECONDS = 60
 
 

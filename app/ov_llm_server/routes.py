@@ -20,6 +20,7 @@ from .placement import choose_device, choose_precision
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
 from .protocol_anthropic import CountTokensRequest, MessagesRequest
 from .protocol_responses import ResponsesRequest
+from .protocol_speech import SpeechRequest
 from .protocol_surface import (
     CompletionRequest,
     DetokenizeRequest,
@@ -291,6 +292,11 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
 @root.post("/v2/rerank", response_model=None, include_in_schema=False)
 async def rerank(body: RerankRequest, request: Request) -> Response:
     return await _serve(request, "rerank", body)
+
+
+@v1.post("/audio/speech", response_model=None)
+async def audio_speech(body: SpeechRequest, request: Request) -> Response:
+    return await _serve(request, "speech", body)
 
 
 @root.post("/tokenize", response_model=None)

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         "OV_DEVICE is a GPU: int4 is unstable on the UHD 630's GPU stack. Empty runs them on "
         "OV_DEVICE like every other model.",
     )
+    speech_device: str | None = Field(
+        "CPU",
+        description="Device for text-to-speech models whose registry entry names no device: "
+        "the iGPU is for the LLM. Empty runs them on OV_DEVICE.",
+    )
     registry_path: Path = Field(
         DEFAULT_REGISTRY_PATH, description="Model registry file (registry.json)."
     )
@@ -149,6 +154,12 @@ class Settings(BaseSettings):
     image_fetch_seconds: float = Field(
         10, gt=0, le=120, description="Longest fetching one image URL may take."
     )
+    max_speech_chars: int = Field(
+        4096,
+        ge=1,
+        le=100_000,
+        description="Most characters of text one /v1/audio/speech request may ask to speak.",
+    )
     schema_compile_seconds: float = Field(
         3,
         gt=0,
@@ -207,6 +218,7 @@ class Settings(BaseSettings):
         "api_key_file",
         "fallback_device",
         "int4_device",
+        "speech_device",
         "kv_cache_precision",
         mode="before",
     )

@@ -25,7 +25,10 @@ from ov_llm_server.encoder_config import (
     model_inputs,
     tokenizer_gaps,
 )
+from ov_llm_server.registry import SPEECH_TASK
 from ov_llm_server.textutil import one_line
+
+from . import speech
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,10 @@ def resolve_task(src: Path, options: ExportOptions) -> ExportOptions:
     """``--task`` if given, else what the model's files say it is (a chat model by default)."""
     if options.task:
         return options
-    return replace(options, task=detect_task(src, read_hf_config(src), DEFAULT_TASK))
+    hf_config = read_hf_config(src)
+    if speech.is_speech_model(hf_config):
+        return replace(options, task=SPEECH_TASK)
+    return replace(options, task=detect_task(src, hf_config, DEFAULT_TASK))
 
 
 def encoder_record(src: Path, task: str) -> dict[str, Any] | None:
@@ -181,6 +187,8 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
     task = str(options.task)
     hf_config = read_hf_config(src)
     settings = quantization_settings(options, hf_config)
+    # A SpeechT5 without its vocoder fails here, in milliseconds, not after the imports.
+    model_kwargs = _speech_vocoder(src) if task == SPEECH_TASK else None
     optimum_export = _import_optimum()
     from optimum.intel.openvino.configuration import OVConfig, OVWeightQuantizationConfig
 
@@ -207,7 +215,9 @@ def export_model(src: Path, out: Path, options: ExportOptions) -> dict[str, Any]
             # torch.jit tracing warns about every shape-dependent branch; expected here.
             warnings.filterwarnings("ignore", message=".*[Tt]race.*")
             warnings.filterwarnings("ignore", category=FutureWarning)
-            _run_optimum(optimum_export, src, out, options, ov_config, wq_config)
+            _run_optimum(optimum_export, src, out, options, ov_config, wq_config, model_kwargs)
+            if task == SPEECH_TASK:
+                speech.copy_extras(src, out)
             if task in ENCODER_TASKS:
                 _match_transformers_inputs(src, out, task, options.trust_remote_code)
             if task == IMAGE_TEXT_TO_TEXT:
@@ -260,6 +270,7 @@ def _run_optimum(
     options: ExportOptions,
     ov_config: Any,
     wq_config: Any,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> None:
     """What ``optimum-cli export openvino`` runs: export, then compress the weights."""
     optimum_export.main_export(
@@ -270,6 +281,7 @@ def _run_optimum(
         convert_tokenizer=True,
         trust_remote_code=options.trust_remote_code,
         library_name="transformers",
+        model_kwargs=model_kwargs,
     )
     if wq_config is None:
         return
@@ -287,6 +299,13 @@ def _run_optimum(
         cache_dir=None,
         trust_remote_code=options.trust_remote_code,
     )
+
+
+def _speech_vocoder(src: Path) -> dict[str, Any]:
+    try:
+        return speech.vocoder_kwargs(src)
+    except speech.SpeechSourceError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def _match_transformers_inputs(src: Path, out: Path, task: str, trust_remote_code: bool) -> None:
@@ -365,10 +384,15 @@ def write_image_processor_config(out: Path) -> None:
 
 
 def missing_files(folder: Path, task: str = DEFAULT_TASK) -> list[str]:
-    model_files = VLM_MODEL_FILES if task == IMAGE_TEXT_TO_TEXT else MODEL_FILES
+    if task == SPEECH_TASK:
+        required = speech.IR_FILES
+    elif task == IMAGE_TEXT_TO_TEXT:
+        required = VLM_MODEL_FILES + TOKENIZER_FILES
+    else:
+        required = REQUIRED_FILES
     return [
         name
-        for name in model_files + TOKENIZER_FILES
+        for name in required
         if not (folder / name).is_file() or (folder / name).stat().st_size == 0
     ]
 
@@ -378,6 +402,8 @@ def check_ir_folder(folder: Path, task: str = DEFAULT_TASK) -> None:
     missing = missing_files(folder, task)
     if missing:
         raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
+    if task == SPEECH_TASK:
+        return
     if task in ENCODER_TASKS:
         gaps = tokenizer_gaps(folder)
         if gaps:

@@ -53,6 +53,7 @@ from ov_llm_server.encoder_config import (
     tokenizer_gaps,
 )
 from ov_llm_server.registry import (
+    SPEECH_TASK,
     ModelEntry,
     RegistryData,
     RegistryError,
@@ -511,7 +512,7 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
                 if gaps:
                     check.problems.append(f"the tokenizer does not produce {', '.join(gaps)}")
                     return check
-            elif not chat_template_of(path):
+            elif entry.task != SPEECH_TASK and not chat_template_of(path):
                 check.notes.append("no chat template in openvino_tokenizer.xml")
         except Exception as exc:
             check.problems.append(f"openvino_tokenizer.xml unreadable: {one_line(exc)}")
@@ -537,6 +538,8 @@ def _load(path: Path, task: str, device: str) -> None:
         og.TextRerankPipeline(str(path), device)
     elif task == IMAGE_TEXT_TO_TEXT:
         og.VLMPipeline(str(path), device)
+    elif task == SPEECH_TASK:
+        og.Text2SpeechPipeline(str(path), device)
     else:
         og.LLMPipeline(str(path), device)
 

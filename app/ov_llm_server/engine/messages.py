@@ -22,9 +22,9 @@ import msgspec
 # Why a request ended, as the engine reports it. "cancelled": the HTTP side asked for it.
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
 # What an engine process runs, picked by the registry entry's task: a generative model
-# (chat and completions), a sentence embedder, a cross-encoder reranker, or a generative
-# model that also reads images.
-EngineKind = Literal["llm", "embedding", "rerank", "vlm"]
+# (chat and completions), a sentence embedder, a cross-encoder reranker, a generative model
+# that also reads images, or a text-to-speech model.
+EngineKind = Literal["llm", "embedding", "rerank", "vlm", "speech"]
 # One token as the logprobs of an answer show it: its own text (the engine detokenizes)
 # and its log probability; the first token of an echoed prompt has none.
 TokenLogprob = tuple[str, float]
@@ -146,6 +146,14 @@ class Rerank(msgspec.Struct, tag=True, frozen=True):
     documents: list[str]
 
 
+class Speak(msgspec.Struct, tag=True, frozen=True):
+    """Synthesise ``text`` in ``voice`` (None: the model's default voice)."""
+
+    rid: int
+    text: str
+    voice: str | None = None
+
+
 class Tokenize(msgspec.Struct, tag=True, frozen=True):
     """Token ids of a ``prompt``, or of ``messages`` rendered with the chat template."""
 
@@ -163,7 +171,7 @@ class Detokenize(msgspec.Struct, tag=True, frozen=True):
 
 
 # Requests that get one reply rather than a stream of outputs.
-Work = Embed | Rerank | Tokenize | Detokenize
+Work = Embed | Rerank | Speak | Tokenize | Detokenize
 
 
 class Cancel(msgspec.Struct, tag=True, frozen=True):
@@ -174,7 +182,7 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     pass
 
 
-ToEngine = Generate | Embed | Rerank | Tokenize | Detokenize | Cancel | Shutdown
+ToEngine = Generate | Embed | Rerank | Speak | Tokenize | Detokenize | Cancel | Shutdown
 
 
 # ---------------------------------------------------------------- engine -> HTTP process
@@ -247,6 +255,15 @@ class Ranked(msgspec.Struct, tag=True, frozen=True):
     batch: int
 
 
+class Spoken(msgspec.Struct, tag=True, frozen=True):
+    """The waveform of one Speak request: float32 samples, little-endian, mono."""
+
+    rid: int
+    samples: bytes
+    sample_rate: int
+    tokens: int  # the text's tokens, as the model read them
+
+
 class Tokenized(msgspec.Struct, tag=True, frozen=True):
     rid: int
     ids: list[int]
@@ -268,7 +285,7 @@ class Refused(msgspec.Struct, tag=True, frozen=True):
     param: str | None = None
 
 
-Reply = Embedded | Ranked | Tokenized | Detokenized | Refused
+Reply = Embedded | Ranked | Spoken | Tokenized | Detokenized | Refused
 # Refused.error of a request the engine dropped at Shutdown (code "cancelled").
 STOPPED = "the model was stopped"
 # The code of a request refused because it breaks the model (400): the engine found it alone

@@ -5,7 +5,7 @@
   log line);
 * ``generation``: what chat and completions share: one engine stream, as SSE or whole;
 * ``chat``, ``completions``: their checks and wire shapes;
-* ``embeddings``, ``rerank``, ``tokenize``: one request, one engine reply.
+* ``embeddings``, ``rerank``, ``speech``, ``tokenize``: one request, one engine reply.
 * ``responses``, ``anthropic_messages``: OpenAI's Responses and Anthropic's Messages APIs,
   translated into chat requests and back (``chat_view``); ``response_store`` keeps Responses
   answers for ``previous_response_id``.
@@ -17,6 +17,7 @@ from .chat import ChatService
 from .completions import CompletionService
 from .embeddings import EmbeddingService
 from .rerank import RerankService
+from .speech import SpeechService
 from .tokenize import DetokenizeService, TokenizeService
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "DetokenizeService",
     "EmbeddingService",
     "RerankService",
+    "SpeechService",
     "TokenizeService",
 ]

@@ -181,13 +181,15 @@ class Service:
         answer: Callable[[Record, LoadedModel, Reply], Response],
         *,
         inputs: int | None = None,
+        check: Callable[[], None] | None = None,
     ) -> Response:
-        """An encoder's or tokenizer's request: admitted for ``model``, ``build`` makes its
-        message for the loaded model (or refuses it), the engine replies once, ``answer``
-        shapes the reply. ``inputs``: an encoder request's count, for its log line."""
+        """An encoder's or tokenizer's request: admitted for ``model`` (after ``check``, the
+        request's own checks), ``build`` makes its message for the loaded model (or refuses
+        it), the engine replies once, ``answer`` shapes the reply. ``inputs``: an encoder
+        request's count, for its log line."""
         record = self.open(request, model or "-")
         record.inputs = inputs
-        lease = self.admit(record, None if model else _model_required)
+        lease = self.admit(record, check if model else _model_required)
 
         async def submit(loaded: LoadedModel) -> tuple[LoadedModel, Reply]:
             make = build(loaded)

@@ -78,6 +78,10 @@ def build_runner(spec: EngineSpec) -> Runner:
         from .vision import VisionRunner
 
         return VisionRunner(path, spec.config)
+    if spec.kind == "speech":
+        from .speech import SpeechRunner
+
+        return SpeechRunner(path, spec.config)
     from .llm import LlmRunner
 
     return LlmRunner(path, spec.config)
