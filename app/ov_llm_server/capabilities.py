@@ -46,9 +46,15 @@ _TASK_MODES: dict[str, ModelMode] = {
     "feature-extraction": "embedding",
     "sentence-similarity": "embedding",
     "text-classification": "rerank",
+    "automatic-speech-recognition": "audio_transcription",
+    "automatic-speech-recognition-with-past": "audio_transcription",
 }
 DEFAULT_TASK = "text-generation-with-past"
-_ENCODER_MODES: dict[ModelMode | None, EngineKind] = {"embedding": "embedding", "rerank": "rerank"}
+_ENCODER_MODES: dict[ModelMode | None, EngineKind] = {
+    "embedding": "embedding",
+    "rerank": "rerank",
+    "audio_transcription": "whisper",
+}
 
 _PROBE_TOOL = "ov_capability_probe_tool"
 _PROBE_REASONING = "ov capability probe reasoning"
@@ -145,6 +151,8 @@ def _inspect(path: Path, task: str, version: tuple[tuple[str, int], ...]) -> Cap
         return Capabilities(mode, None, None, False, False)
     if mode == "embedding" or mode == "rerank":
         return _encoder_capabilities(path, mode)
+    if mode == "audio_transcription":  # no context to read, no chat template to probe
+        return Capabilities(mode, None, None, False, False)
     if path.suffix == ".gguf":
         template, context = gguf_facts(path)
     else:

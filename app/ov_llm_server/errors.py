@@ -60,6 +60,7 @@ _KIND_SERVES = {
     "llm": "a generative model: it serves /v1/chat/completions and /v1/completions",
     "embedding": "an embedding model: it serves /v1/embeddings",
     "rerank": "a reranker: it serves /v1/rerank",
+    "whisper": "a speech recogniser: it serves /v1/audio/transcriptions and /translations",
 }
 
 

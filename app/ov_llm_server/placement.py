@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .capabilities import engine_kind
 from .engine.messages import EngineConfig, EngineKind, Speculation
 from .registry import ModelEntry
 from .settings import Settings
@@ -89,6 +90,8 @@ def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
     """
     if entry is not None and entry.device:
         return Placement(entry.device, "set by its registry entry")
+    if entry is not None and engine_kind(entry.task) == "whisper" and settings.audio_device:
+        return Placement(settings.audio_device, "a speech model runs on OV_AUDIO_DEVICE")
     weight_format = (
         entry.weight_format if entry is not None else gguf_weight_format(settings.model_path)
     )

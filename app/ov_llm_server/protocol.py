@@ -308,7 +308,7 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
-ModelMode = Literal["chat", "completion", "embedding", "rerank"]
+ModelMode = Literal["chat", "completion", "embedding", "rerank", "audio_transcription"]
 # "tools": the chat template renders tools; "reasoning": it thinks (<think>);
 # "response_schema": response_format json_schema is enforced by a grammar.
 Capability = Literal["tools", "reasoning", "response_schema"]

@@ -293,6 +293,21 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
     return await _serve(request, "rerank", body)
 
 
+# Uploads of these paths may be as large as OV_MAX_AUDIO_BYTES, plus the form around the file.
+AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+@v1.post("/audio/transcriptions", response_model=None)
+async def audio_transcriptions(request: Request) -> Response:
+    return await _serve(request, "transcriptions", None)
+
+
+@v1.post("/audio/translations", response_model=None)
+async def audio_translations(request: Request) -> Response:
+    return await _serve(request, "translations", None)
+
+
 @root.post("/tokenize", response_model=None)
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     return await _serve(request, "tokenize", body)

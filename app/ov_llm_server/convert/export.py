@@ -43,6 +43,15 @@ TOKENIZER_FILES = (
     "openvino_detokenizer.bin",
 )
 REQUIRED_FILES = MODEL_FILES + TOKENIZER_FILES
+# Whisper: an encoder and a decoder with its past (what WhisperPipeline loads).
+SPEECH_RECOGNITION = "automatic-speech-recognition-with-past"
+SPEECH_TASKS = ("automatic-speech-recognition", SPEECH_RECOGNITION)
+WHISPER_FILES = (
+    "openvino_encoder_model.xml",
+    "openvino_encoder_model.bin",
+    "openvino_decoder_model.xml",
+    "openvino_decoder_model.bin",
+)
 
 
 class ConversionError(Exception):
@@ -82,7 +91,10 @@ def resolve_task(src: Path, options: ExportOptions) -> ExportOptions:
     """``--task`` if given, else what the model's files say it is (a chat model by default)."""
     if options.task:
         return options
-    return replace(options, task=detect_task(src, read_hf_config(src), DEFAULT_TASK))
+    hf_config = read_hf_config(src)
+    if hf_config.get("model_type") == "whisper":
+        return replace(options, task=SPEECH_RECOGNITION)
+    return replace(options, task=detect_task(src, hf_config, DEFAULT_TASK))
 
 
 def encoder_record(src: Path, task: str) -> dict[str, Any] | None:
@@ -338,19 +350,22 @@ def served_encoder_record(out: Path, task: str, encoder: dict[str, Any]) -> dict
     return {**encoder, "token_type_ids": "token_type_ids" in model_inputs(out)}
 
 
-def missing_files(folder: Path) -> list[str]:
+def missing_files(folder: Path, task: str = DEFAULT_TASK) -> list[str]:
+    model_files = WHISPER_FILES if task in SPEECH_TASKS else MODEL_FILES
     return [
         name
-        for name in REQUIRED_FILES
+        for name in model_files + TOKENIZER_FILES
         if not (folder / name).is_file() or (folder / name).stat().st_size == 0
     ]
 
 
 def check_ir_folder(folder: Path, task: str = DEFAULT_TASK) -> None:
     """Refuse an output ``openvino_genai`` could not load as is (optimum only warns)."""
-    missing = missing_files(folder)
+    missing = missing_files(folder, task)
     if missing:
         raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
+    if task in SPEECH_TASKS:
+        return
     if task in ENCODER_TASKS:
         gaps = tokenizer_gaps(folder)
         if gaps:

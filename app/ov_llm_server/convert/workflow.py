@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from ov_llm_server.convert.export import (
     DEFAULT_TASK,
+    SPEECH_TASKS,
     ConversionError,
     ExportOptions,
     chat_template_of,
@@ -498,7 +499,7 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
         if path.suffix != ".gguf":
             check.problems.append(f"{path} is a file but not a .gguf")
     else:
-        missing = missing_files(path)
+        missing = missing_files(path, entry.task)
         if missing:
             check.problems.append(f"missing or empty: {', '.join(missing)}")
             return check
@@ -510,7 +511,7 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
                 if gaps:
                     check.problems.append(f"the tokenizer does not produce {', '.join(gaps)}")
                     return check
-            elif not chat_template_of(path):
+            elif entry.task not in SPEECH_TASKS and not chat_template_of(path):
                 check.notes.append("no chat template in openvino_tokenizer.xml")
         except Exception as exc:
             check.problems.append(f"openvino_tokenizer.xml unreadable: {one_line(exc)}")
@@ -534,6 +535,8 @@ def _load(path: Path, task: str, device: str) -> None:
     elif task == TEXT_CLASSIFICATION:
         load_rerank_config(path)
         og.TextRerankPipeline(str(path), device)
+    elif task in SPEECH_TASKS:
+        og.WhisperPipeline(str(path), device)
     else:
         og.LLMPipeline(str(path), device)
 

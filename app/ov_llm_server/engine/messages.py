@@ -22,8 +22,9 @@ import msgspec
 # Why a request ended, as the engine reports it. "cancelled": the HTTP side asked for it.
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
 # What an engine process runs, picked by the registry entry's task: a generative model
-# (chat and completions), a sentence embedder, or a cross-encoder reranker.
-EngineKind = Literal["llm", "embedding", "rerank"]
+# (chat and completions), a sentence embedder, a cross-encoder reranker, or a Whisper
+# speech recogniser.
+EngineKind = Literal["llm", "embedding", "rerank", "whisper"]
 # One token as the logprobs of an answer show it: its own text (the engine detokenizes)
 # and its log probability; the first token of an echoed prompt has none.
 TokenLogprob = tuple[str, float]
@@ -131,6 +132,23 @@ class Rerank(msgspec.Struct, tag=True, frozen=True):
     documents: list[str]
 
 
+class Transcribe(msgspec.Struct, tag=True, frozen=True):
+    """Speech to text (``task`` "transcribe") or to English ("translate"). ``audio``: 16 kHz
+    mono samples, float32 little-endian, which the HTTP side decoded. Served one 30 s window
+    per step; with ``stream`` every window's text goes out as an :class:`Output` as it is
+    done, before the :class:`Transcribed` reply."""
+
+    rid: int
+    audio: bytes
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None  # ISO 639-1 ("en"); None: detected
+    prompt: str | None = None
+    temperature: float = 0.0
+    segments: bool = False  # segment timestamps
+    words: bool = False  # word timestamps
+    stream: bool = False
+
+
 class Tokenize(msgspec.Struct, tag=True, frozen=True):
     """Token ids of a ``prompt``, or of ``messages`` rendered with the chat template."""
 
@@ -148,7 +166,7 @@ class Detokenize(msgspec.Struct, tag=True, frozen=True):
 
 
 # Requests that get one reply rather than a stream of outputs.
-Work = Embed | Rerank | Tokenize | Detokenize
+Work = Embed | Rerank | Transcribe | Tokenize | Detokenize
 
 
 class Cancel(msgspec.Struct, tag=True, frozen=True):
@@ -159,7 +177,7 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     pass
 
 
-ToEngine = Generate | Embed | Rerank | Tokenize | Detokenize | Cancel | Shutdown
+ToEngine = Generate | Embed | Rerank | Transcribe | Tokenize | Detokenize | Cancel | Shutdown
 
 
 # ---------------------------------------------------------------- engine -> HTTP process
@@ -226,6 +244,25 @@ class Ranked(msgspec.Struct, tag=True, frozen=True):
     batch: int
 
 
+class Segment(msgspec.Struct, array_like=True, frozen=True):
+    """A stretch of speech and its text; times in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+
+
+class Transcribed(msgspec.Struct, tag=True, frozen=True):
+    rid: int
+    text: str
+    language: str | None  # as asked, or as detected in the first window
+    duration: float  # seconds of audio
+    tokens: int  # generated
+    windows: int  # 30 s windows (engine steps) it took
+    segments: list[Segment] = []  # with Transcribe.segments
+    words: list[Segment] = []  # with Transcribe.words
+
+
 class Tokenized(msgspec.Struct, tag=True, frozen=True):
     rid: int
     ids: list[int]
@@ -247,7 +284,7 @@ class Refused(msgspec.Struct, tag=True, frozen=True):
     param: str | None = None
 
 
-Reply = Embedded | Ranked | Tokenized | Detokenized | Refused
+Reply = Embedded | Ranked | Transcribed | Tokenized | Detokenized | Refused
 # Refused.error of a request the engine dropped at Shutdown (code "cancelled").
 STOPPED = "the model was stopped"
 # The code of a request refused because it breaks the model (400): the engine found it alone

@@ -74,6 +74,10 @@ def build_runner(spec: EngineSpec) -> Runner:
         from .rerank import RerankRunner
 
         return RerankRunner(path, spec.config)
+    if spec.kind == "whisper":
+        from .transcribe import WhisperRunner
+
+        return WhisperRunner(path, spec.config)
     from .llm import LlmRunner
 
     return LlmRunner(path, spec.config)
