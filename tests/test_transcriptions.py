@@ -25,14 +25,14 @@ from tiny_whisper import (
 
 from live_server import LiveServer, error_of
 from ov_llm_server.capabilities import engine_kind
-from ov_llm_server.convert.export import SPEECH_RECOGNITION, ExportOptions, resolve_task
+from ov_llm_server.convert.export import ExportOptions, resolve_task
 from ov_llm_server.engine.core.transcribe import SAMPLE_RATE, WINDOW, window_end
 from ov_llm_server.engine.messages import Segment
 from ov_llm_server.litellm import model_info
 from ov_llm_server.placement import choose_device
 from ov_llm_server.protocol import ModelCard
 from ov_llm_server.protocol_audio import srt, vtt
-from ov_llm_server.registry import ModelEntry
+from ov_llm_server.registry import SPEECH_RECOGNITION, ModelEntry
 from ov_llm_server.serving.audio_input import sniff
 from ov_llm_server.settings import Settings
 

@@ -35,7 +35,7 @@ from .encoder_config import EncoderConfigError, load_embedding_config, load_rera
 from .engine.messages import EngineKind
 from .model_files import config_context_length, gguf_facts, ir_template
 from .protocol import Capability, ModelMode
-from .registry import ModelEntry
+from .registry import SPEECH_TASKS, ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ _TASK_MODES: dict[str, ModelMode] = {
     "feature-extraction": "embedding",
     "sentence-similarity": "embedding",
     "text-classification": "rerank",
-    "automatic-speech-recognition": "audio_transcription",
-    "automatic-speech-recognition-with-past": "audio_transcription",
+    **dict.fromkeys(SPEECH_TASKS, "audio_transcription"),
 }
 DEFAULT_TASK = "text-generation-with-past"
 _ENCODER_MODES: dict[ModelMode | None, EngineKind] = {

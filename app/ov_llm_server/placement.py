@@ -13,9 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .capabilities import engine_kind
 from .engine.messages import EngineConfig, EngineKind, Speculation
-from .registry import ModelEntry
+from .registry import SPEECH_TASKS, ModelEntry
 from .settings import Settings
 
 # Devices that dispatch to others: "AUTO:GPU,CPU", "HETERO:GPU,CPU", "BATCH:GPU(4)", "AUTO:-CPU".
@@ -90,7 +89,7 @@ def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
     """
     if entry is not None and entry.device:
         return Placement(entry.device, "set by its registry entry")
-    if entry is not None and engine_kind(entry.task) == "whisper" and settings.audio_device:
+    if entry is not None and entry.task in SPEECH_TASKS and settings.audio_device:
         return Placement(settings.audio_device, "a speech model runs on OV_AUDIO_DEVICE")
     weight_format = (
         entry.weight_format if entry is not None else gguf_weight_format(settings.model_path)

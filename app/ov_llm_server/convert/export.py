@@ -24,6 +24,7 @@ from ov_llm_server.encoder_config import (
     model_inputs,
     tokenizer_gaps,
 )
+from ov_llm_server.registry import SPEECH_RECOGNITION, SPEECH_TASKS
 from ov_llm_server.textutil import one_line
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,6 @@ TOKENIZER_FILES = (
 )
 REQUIRED_FILES = MODEL_FILES + TOKENIZER_FILES
 # Whisper: an encoder and a decoder with its past (what WhisperPipeline loads).
-SPEECH_RECOGNITION = "automatic-speech-recognition-with-past"
-SPEECH_TASKS = ("automatic-speech-recognition", SPEECH_RECOGNITION)
 WHISPER_FILES = (
     "openvino_encoder_model.xml",
     "openvino_encoder_model.bin",

@@ -24,7 +24,6 @@ from filelock import FileLock
 
 from ov_llm_server.convert.export import (
     DEFAULT_TASK,
-    SPEECH_TASKS,
     ConversionError,
     ExportOptions,
     chat_template_of,
@@ -53,6 +52,7 @@ from ov_llm_server.encoder_config import (
     tokenizer_gaps,
 )
 from ov_llm_server.registry import (
+    SPEECH_TASKS,
     ModelEntry,
     RegistryData,
     RegistryError,
