@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
+import yaml
 from tiny_whisper import (
     ENCODINGS,
     decode_with_av,
@@ -23,6 +24,7 @@ from tiny_whisper import (
     spoken,
 )
 
+from litellm_proxy import litellm_config, requires_litellm, running_proxy
 from live_server import LiveServer, error_of
 from ov_llm_server.capabilities import engine_kind
 from ov_llm_server.convert.export import ExportOptions, resolve_task
@@ -254,6 +256,14 @@ def test_the_openai_sdk(live: LiveServer, speech: tuple[np.ndarray[Any, Any], st
         assert str(subtitles).splitlines()[0] == first_line
         assert "-->" in str(subtitles)
 
+    events = list(
+        client.audio.transcriptions.create(
+            model=MODEL, file=("speech.mp3", data), language="en", stream=True
+        )
+    )
+    assert [event.type for event in events][-1] == "transcript.text.done"
+    assert events[-1].text == plain.text  # type: ignore[union-attr]
+
     translated = client.audio.translations.create(model=MODEL, file=("speech.mp3", data))
     assert translated.text
     # A prompt longer than the model's whole context is cut, not a crash.
@@ -349,3 +359,25 @@ def test_a_killed_engine_is_replaced(
         time.sleep(0.5)
     assert response.status_code == 200
     assert engine_pid(live) != pid
+
+
+@requires_litellm
+def test_through_litellm(
+    live: LiveServer,
+    speech: tuple[np.ndarray[Any, Any], str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """ov-llm-server litellm-config declares the model for LiteLLM's transcription route, and
+    a real LiteLLM proxy forwards the upload and the answer unchanged."""
+    config = litellm_config(live, "--api-base", live.v1)
+    (entry,) = [m for m in yaml.safe_load(config)["model_list"] if m["model_name"] == MODEL]
+    assert entry["model_info"] == {"mode": "audio_transcription"}
+    samples, _ = speech
+    data = encode(samples, "webm")
+    direct = post(live, data, "speech.webm", language="en").json()["text"]
+    with running_proxy(config, tmp_path_factory.mktemp("litellm")) as proxy:
+        client = openai.OpenAI(base_url=f"{proxy.base_url}/v1", api_key=proxy.key, max_retries=0)
+        routed = client.audio.transcriptions.create(
+            model=MODEL, file=("speech.webm", data), language="en"
+        )
+    assert routed.text == direct
