@@ -78,7 +78,7 @@ class Direct:
         started = time.perf_counter()
         for _ in range(concurrency):
             samples = self.decode(data)
-            self.pipe.generate(samples.tolist(), language="<|en|>", task="transcribe")
+            self.pipe.generate(samples, language="<|en|>", task="transcribe")
         return time.perf_counter() - started
 
 

@@ -174,7 +174,7 @@ class WhisperRunner(EncoderQueue[_Waiting]):
         return results
 
     def _probe(self) -> None:
-        self.pipe.generate(np.zeros(SAMPLE_RATE, dtype=np.float32).tolist())
+        self.pipe.generate(np.zeros(SAMPLE_RATE, dtype=np.float32))
 
     def _window(self, waiting: _Waiting, results: list[Result]) -> None:
         """Transcribes the request's next window: its reply once the audio is all done, else
@@ -184,7 +184,7 @@ class WhisperRunner(EncoderQueue[_Waiting]):
         end = window_end(samples, start)
         faults.check_poison(rids=[waiting.rid])
         pipe = self._words_pipeline() if message.words else self.pipe
-        answer = pipe.generate(samples[start:end].tolist(), **self._options(waiting))
+        answer = pipe.generate(samples[start:end], **self._options(waiting))
         offset, length = start / SAMPLE_RATE, (end - start) / SAMPLE_RATE
         duration = len(samples) / SAMPLE_RATE
         text = str(answer.texts[0])
