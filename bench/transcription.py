@@ -3,10 +3,14 @@ audio transcribed per wall second) at 1 and 4 concurrent requests.
 
 - ``direct``: ``openvino_genai.WhisperPipeline`` in this process, on the CPU in f32 as the
   server runs it, each file decoded with PyAV (as the server decodes uploads) and transcribed
-  whole; GenAI's pipeline serves one call at a time, so ``c`` concurrent files are ``c`` calls
-  in a row: the best one pipeline can do;
-- ``server``: the real ``ov-llm-server`` over HTTP, exactly ``c`` uploads in flight (each sent
-  when one returns), its engine serving 30 s windows in turns.
+  whole, with timestamps; GenAI's pipeline serves one call at a time, so ``c`` concurrent
+  files are ``c`` calls in a row: the best one pipeline can do;
+- ``server``: the real ``ov-llm-server`` over HTTP, exactly ``c`` uploads in flight, asking
+  for ``verbose_json`` (timestamps), its engine serving 30 s windows in turns.
+
+Both sides decode in Whisper's timestamp mode: GenAI transcribes audio longer than 30 s only
+in that mode (it seeks by the timestamps), and a random model writes many more tokens without
+it, which would compare two different amounts of work.
 
 The audio is speech (``espeak-ng``, or the synthetic voice of tests/tiny_whisper.py) with
 pauses, about a minute of it, so that both sides cross window boundaries. Rounds alternate
@@ -78,7 +82,7 @@ class Direct:
         started = time.perf_counter()
         for _ in range(concurrency):
             samples = self.decode(data)
-            self.pipe.generate(samples, language="<|en|>", task="transcribe")
+            self.pipe.generate(samples, language="<|en|>", return_timestamps=True)
         return time.perf_counter() - started
 
 
@@ -102,7 +106,7 @@ async def server_run(base_url: str, data: bytes, concurrency: int) -> float:
     async def one(client: httpx.AsyncClient) -> None:
         response = await client.post(
             "/v1/audio/transcriptions",
-            data={"model": SERVED_NAME, "language": "en"},
+            data={"model": SERVED_NAME, "language": "en", "response_format": "verbose_json"},
             files={"file": ("speech.ogg", data)},
         )
         if response.status_code != 200:

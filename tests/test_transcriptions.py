@@ -189,6 +189,7 @@ def test_long_audio_is_served_window_by_window(
     assert starts == sorted(starts)
     assert all(0 <= s["start"] <= s["end"] <= verbose["duration"] for s in verbose["segments"])
     assert any(s >= cuts[2] / SAMPLE_RATE for s in starts), "no segment in the third window"
+    assert verbose["text"] == "".join(s["text"] for s in verbose["segments"]).lstrip()
 
 
 def test_streamed_deltas_add_up_to_the_text(

@@ -188,11 +188,14 @@ class WhisperRunner(EncoderQueue[_Waiting]):
         offset, length = start / SAMPLE_RATE, (end - start) / SAMPLE_RATE
         duration = len(samples) / SAMPLE_RATE
         text = str(answer.texts[0])
+        if message.segments or message.words:
+            segments = _shifted(answer.chunks, offset, length, "text", duration)
+            waiting.segments += segments
+            # The text of the segments kept: none of what describes padding.
+            text = "".join(segment.text for segment in segments)
         if not waiting.text:
             text = text.lstrip()
         waiting.text += text
-        if message.segments or message.words:
-            waiting.segments += _shifted(answer.chunks, offset, length, "text", duration)
         if message.words:
             waiting.words += _shifted(answer.words, offset, length, "word", duration)
         tokens = int(answer.perf_metrics.get_num_generated_tokens())
