@@ -325,6 +325,7 @@ def test_bad_input_is_refused_and_the_engine_serves_on(
     assert error_of(chat, 400)["code"] == "wrong_model_kind"
 
     assert post(live, wav).status_code == 200
+    assert post(live, wav, temperature="0.7").status_code == 200  # sampled
     assert engine_pid(live) == pid
 
 
@@ -385,3 +386,27 @@ def test_through_litellm(
             model=MODEL, file=("speech.webm", data), language="en"
         )
     assert routed.text == direct
+
+
+def test_one_window_per_step_and_requests_take_turns(
+    whisper: dict[str, Path], speech: tuple[np.ndarray[Any, Any], str]
+) -> None:
+    """The engine's runner, in this process: a 70 s request is served over three steps, and a
+    short one that arrives after it is answered after the long one's first window, not its
+    last."""
+    from ov_llm_server.engine.core.transcribe import WhisperRunner
+    from ov_llm_server.engine.messages import EngineConfig, Transcribe, Transcribed
+
+    voice, _ = speech
+    long = np.zeros(70 * SAMPLE_RATE, dtype=np.float32)
+    long[: len(voice)] = voice
+    runner = WhisperRunner(whisper["fp16"], EngineConfig(device="CPU", inference_precision="f32"))
+    assert runner.add(Transcribe(1, long.astype("<f4").tobytes(), language="en")) is None
+    assert runner.add(Transcribe(2, voice.astype("<f4").tobytes(), language="en")) is None
+    finished = []
+    for _ in range(4):
+        assert runner.busy
+        finished += [r.rid for r in runner.step() if isinstance(r, Transcribed)]
+        finished.append(0)  # a step boundary
+    assert not runner.busy
+    assert finished == [0, 2, 0, 0, 1, 0]
