@@ -258,7 +258,6 @@ class Transcribed(msgspec.Struct, tag=True, frozen=True):
     language: str | None  # as asked, or as detected in the first window
     duration: float  # seconds of audio
     tokens: int  # generated
-    windows: int  # 30 s windows (engine steps) it took
     segments: list[Segment] = []  # with Transcribe.segments
     words: list[Segment] = []  # with Transcribe.words
 

@@ -11,7 +11,6 @@ worker thread (``audio_input``: a file that is not audio, or longer than
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from typing import Any, ClassVar, Literal
@@ -29,8 +28,6 @@ from ..protocol_audio import TranscriptionForm
 from . import audio_input
 from .common import Record, Service, failure, refusal
 from .generation import SSE_HEADERS
-
-log = logging.getLogger("ov_llm_server.requests")
 
 # Form fields besides the file: a client sends a handful.
 _MAX_FIELDS = 32

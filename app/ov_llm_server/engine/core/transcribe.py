@@ -81,7 +81,6 @@ class _Waiting:
     segments: list[Segment] = field(default_factory=list)
     words: list[Segment] = field(default_factory=list)
     tokens: int = 0
-    windows: int = 0
     language: str | None = None
 
     @property
@@ -200,7 +199,6 @@ class WhisperRunner(EncoderQueue[_Waiting]):
             waiting.words += _shifted(answer.words, offset, length, "word", duration)
         tokens = int(answer.perf_metrics.get_num_generated_tokens())
         waiting.tokens += tokens
-        waiting.windows += 1
         waiting.language = waiting.language or _language(answer)
         waiting.position = end
         if message.stream and text:
@@ -215,7 +213,6 @@ class WhisperRunner(EncoderQueue[_Waiting]):
                 message.language or waiting.language,
                 round(duration, 3),
                 waiting.tokens,
-                waiting.windows,
                 waiting.segments,
                 waiting.words,
             )
