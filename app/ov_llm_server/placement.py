@@ -84,8 +84,9 @@ def gguf_weight_format(path: Path | None) -> str | None:
 def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
     """Where a model runs; ``entry`` is None for the fallback model (OV_MODEL_PATH).
 
-    An entry's own ``device`` wins; a 4-bit model runs on OV_INT4_DEVICE when OV_DEVICE
-    may be a GPU; everything else runs on OV_DEVICE.
+    An entry's own ``device`` wins; a speech model runs on OV_AUDIO_DEVICE (the iGPU is kept
+    for the language models); a 4-bit model runs on OV_INT4_DEVICE when OV_DEVICE may be a
+    GPU; everything else runs on OV_DEVICE.
     """
     if entry is not None and entry.device:
         return Placement(entry.device, "set by its registry entry")
