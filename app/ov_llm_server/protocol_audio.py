@@ -51,6 +51,14 @@ class TranscriptionForm(BaseModel):
         return "word" in self.timestamp_granularities
 
 
+def audio_form_schema() -> dict[str, Any]:
+    """The multipart form as OpenAPI describes it: the fields, and ``file`` as binary."""
+    schema = TranscriptionForm.model_json_schema()
+    schema["properties"]["file"] = {"type": "string", "format": "binary"}
+    schema["required"] = ["file", *schema.get("required", [])]
+    return schema
+
+
 def _clock(seconds: float, separator: str) -> str:
     millis = max(0, round(seconds * 1000))
     hours, millis = divmod(millis, 3_600_000)

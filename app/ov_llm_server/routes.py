@@ -19,6 +19,7 @@ from .model_manager import ModelManager, ModelSlot
 from .placement import choose_device, choose_precision
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
 from .protocol_anthropic import CountTokensRequest, MessagesRequest
+from .protocol_audio import audio_form_schema
 from .protocol_responses import ResponsesRequest
 from .protocol_surface import (
     CompletionRequest,
@@ -298,12 +299,22 @@ AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-@v1.post("/audio/transcriptions", response_model=None)
+# The form is read by the service (its file within OV_MAX_AUDIO_BYTES): described here for
+# clients and the API's schema.
+_AUDIO_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": audio_form_schema()}},
+    }
+}
+
+
+@v1.post("/audio/transcriptions", response_model=None, openapi_extra=_AUDIO_FORM)
 async def audio_transcriptions(request: Request) -> Response:
     return await _serve(request, "transcriptions", None)
 
 
-@v1.post("/audio/translations", response_model=None)
+@v1.post("/audio/translations", response_model=None, openapi_extra=_AUDIO_FORM)
 async def audio_translations(request: Request) -> Response:
     return await _serve(request, "translations", None)
 
