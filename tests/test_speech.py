@@ -111,7 +111,7 @@ def test_speech_runs_on_the_cpu_unless_its_entry_says_otherwise() -> None:
     assert choose_device(ModelEntry(path="tts", task=TASK, device="GPU.1"), settings).device == (
         "GPU.1"
     )
-    assert choose_device(speech, Settings(device="GPU", speech_device="")).device == "GPU"
+    assert choose_device(speech, Settings(device="GPU", audio_device="")).device == "GPU"
     assert choose_device(ModelEntry(path="llm"), settings).device == "GPU"
 
 
@@ -338,7 +338,7 @@ def test_card_and_litellm_say_audio_speech(live: LiveServer) -> None:
     cards = {c["id"]: c for c in httpx.get(f"{live.v1}/models", timeout=60).json()["data"]}
     card = cards["tts"]
     assert card["mode"] == "audio_speech" and card["device"] == "CPU"
-    assert "OV_SPEECH_DEVICE" in card["device_reason"]
+    assert "OV_AUDIO_DEVICE" in card["device_reason"]
     info = model_info(ModelCard.model_validate(card))
     assert info["mode"] == "audio_speech"
     assert info["supported_endpoints"] == ["/v1/audio/speech"]

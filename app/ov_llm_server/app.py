@@ -20,7 +20,7 @@ from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, RequestIdMiddleware
 from .model_manager import ModelManager
 from .registry import RegistryWatcher
-from .routes import public, root, v1
+from .routes import AUDIO_PATHS, FORM_OVERHEAD_BYTES, public, root, v1
 from .serving import (
     ChatService,
     CompletionService,
@@ -33,6 +33,7 @@ from .serving import (
 from .serving.anthropic_messages import MessagesService
 from .serving.response_store import ResponseStore
 from .serving.responses import ResponsesService
+from .serving.transcriptions import TranscriptionService, TranslationService
 from .settings import Settings
 
 log = logging.getLogger("ov_llm_server")
@@ -128,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
         ("speech", SpeechService),
         ("tokenize", TokenizeService),
         ("detokenize", DetokenizeService),
+        ("transcriptions", TranscriptionService),
+        ("translations", TranslationService),
     ):
         setattr(app.state, name, service(settings, models, metrics))
     store = ResponseStore(settings.responses_store_max, settings.responses_store_bytes)
@@ -137,6 +140,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(public)
     app.include_router(v1)
     app.include_router(root)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # An audio upload, with room for the form around the file.
+        larger={AUDIO_PATHS: settings.max_audio_bytes + FORM_OVERHEAD_BYTES},
+    )
     app.add_middleware(RequestIdMiddleware)
     return app

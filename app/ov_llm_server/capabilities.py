@@ -35,7 +35,7 @@ from .encoder_config import EncoderConfigError, load_embedding_config, load_rera
 from .engine.messages import EngineKind
 from .model_files import config_context_length, gguf_facts, ir_template
 from .protocol import Capability, ModelMode
-from .registry import SPEECH_TASK, ModelEntry
+from .registry import SPEECH_TASK, SPEECH_TASKS, ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,14 @@ _TASK_MODES: dict[str, ModelMode] = {
     "text-classification": "rerank",
     "image-text-to-text": "chat",
     SPEECH_TASK: "audio_speech",
+    **dict.fromkeys(SPEECH_TASKS, "audio_transcription"),
 }
 DEFAULT_TASK = "text-generation-with-past"
 _ENCODER_MODES: dict[ModelMode | None, EngineKind] = {
     "embedding": "embedding",
     "rerank": "rerank",
     "audio_speech": "speech",
+    "audio_transcription": "whisper",
 }
 # Tasks whose engine is not the one their mode picks: a chat model with a vision tower.
 _TASK_ENGINES: dict[str, EngineKind] = {"image-text-to-text": "vlm"}
@@ -164,7 +166,7 @@ def _inspect(path: Path, task: str, version: tuple[tuple[str, int], ...]) -> Cap
         return Capabilities(mode, None, None, False, False)
     if mode == "embedding" or mode == "rerank":
         return _encoder_capabilities(path, mode)
-    if mode == "audio_speech":  # no tokens to count for a client, no template
+    if mode in ("audio_speech", "audio_transcription"):  # no context or template to read
         return Capabilities(mode, None, None, False, False)
     if path.suffix == ".gguf":
         template, context = gguf_facts(path)

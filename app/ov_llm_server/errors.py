@@ -62,6 +62,7 @@ _KIND_SERVES = {
     "rerank": "a reranker: it serves /v1/rerank",
     "vlm": "a vision-language model: it serves /v1/chat/completions and /v1/completions",
     "speech": "a text-to-speech model: it serves /v1/audio/speech",
+    "whisper": "a speech recogniser: it serves /v1/audio/transcriptions and /translations",
 }
 
 

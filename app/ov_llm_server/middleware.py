@@ -39,19 +39,24 @@ class RequestIdMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with an OpenAI-shaped 413."""
+    """Refuses request bodies over ``max_bytes`` with an OpenAI-shaped 413; ``larger`` gives
+    some paths (audio uploads) a higher limit."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: dict[tuple[str, ...], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = {path: limit for paths, limit in (larger or {}).items() for path in paths}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         declared = _header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         received = 0
 
@@ -60,17 +65,17 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # An HTTPException passes FastAPI's body parsing and our error handler.
-                    raise HTTPException(413, f"Request body larger than {self.max_bytes} bytes")
+                    raise HTTPException(413, f"Request body larger than {max_bytes} bytes")
             return message
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
         error = APIError(
             413,
-            f"Request body larger than {self.max_bytes} bytes",
+            f"Request body larger than {max_bytes} bytes",
             code="request_too_large",
         )
         body = json.dumps(error.body()).encode()

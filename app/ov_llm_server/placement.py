@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine.messages import EngineConfig, EngineKind, Speculation
-from .registry import SPEECH_TASK, ModelEntry
+from .registry import SPEECH_TASK, SPEECH_TASKS, ModelEntry
 from .settings import Settings
 
 # Devices that dispatch to others: "AUTO:GPU,CPU", "HETERO:GPU,CPU", "BATCH:GPU(4)", "AUTO:-CPU".
@@ -84,14 +84,16 @@ def gguf_weight_format(path: Path | None) -> str | None:
 def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
     """Where a model runs; ``entry`` is None for the fallback model (OV_MODEL_PATH).
 
-    An entry's own ``device`` wins; a 4-bit model runs on OV_INT4_DEVICE when OV_DEVICE
-    may be a GPU; everything else runs on OV_DEVICE.
+    An entry's own ``device`` wins; a speech model runs on OV_AUDIO_DEVICE (the iGPU is kept
+    for the language models); a 4-bit model runs on OV_INT4_DEVICE when OV_DEVICE may be a
+    GPU; everything else runs on OV_DEVICE.
     """
     if entry is not None and entry.device:
         return Placement(entry.device, "set by its registry entry")
-    if entry is not None and settings.speech_device and entry.task == SPEECH_TASK:
-        device = settings.speech_device
-        return Placement(device, f"a text-to-speech model: OV_SPEECH_DEVICE={device}")
+    speech = entry is not None and (entry.task == SPEECH_TASK or entry.task in SPEECH_TASKS)
+    if speech and settings.audio_device:
+        device = settings.audio_device
+        return Placement(device, f"a speech model: OV_AUDIO_DEVICE={device}")
     weight_format = (
         entry.weight_format if entry is not None else gguf_weight_format(settings.model_path)
     )

@@ -312,7 +312,9 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
-ModelMode = Literal["chat", "completion", "embedding", "rerank", "audio_speech"]
+ModelMode = Literal[
+    "chat", "completion", "embedding", "rerank", "audio_speech", "audio_transcription"
+]
 # "tools": the chat template renders tools; "reasoning": it thinks (<think>);
 # "response_schema": response_format json_schema is enforced by a grammar; "vision": it reads
 # image_url content parts.

@@ -67,6 +67,11 @@ class DraftModel(BaseModel):
 Speculative = Annotated[PromptLookup | DraftModel, Field(discriminator="method")]
 
 
+# The tasks (optimum-intel's names) of speech recognisers: Whisper, served on /v1/audio/*.
+SPEECH_RECOGNITION = "automatic-speech-recognition-with-past"
+SPEECH_TASKS = ("automatic-speech-recognition", SPEECH_RECOGNITION)
+
+
 class ModelEntry(BaseModel):
     # Extra keys written by other tools (or by hand) survive a rewrite.
     model_config = ConfigDict(extra="allow")

@@ -19,6 +19,7 @@ from .model_manager import ModelManager, ModelSlot
 from .placement import choose_device, choose_precision
 from .protocol import ChatCompletionRequest, ModelCard, ModelList
 from .protocol_anthropic import CountTokensRequest, MessagesRequest
+from .protocol_audio import audio_form_schema
 from .protocol_responses import ResponsesRequest
 from .protocol_speech import SpeechRequest
 from .protocol_surface import (
@@ -297,6 +298,31 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
 @v1.post("/audio/speech", response_model=None)
 async def audio_speech(body: SpeechRequest, request: Request) -> Response:
     return await _serve(request, "speech", body)
+
+
+# Uploads of these paths may be as large as OV_MAX_AUDIO_BYTES, plus the form around the file.
+AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+# The form is read by the service (its file within OV_MAX_AUDIO_BYTES): described here for
+# clients and the API's schema.
+_AUDIO_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": audio_form_schema()}},
+    }
+}
+
+
+@v1.post("/audio/transcriptions", response_model=None, openapi_extra=_AUDIO_FORM)
+async def audio_transcriptions(request: Request) -> Response:
+    return await _serve(request, "transcriptions", None)
+
+
+@v1.post("/audio/translations", response_model=None, openapi_extra=_AUDIO_FORM)
+async def audio_translations(request: Request) -> Response:
+    return await _serve(request, "translations", None)
 
 
 @root.post("/tokenize", response_model=None)

@@ -40,10 +40,22 @@ class Settings(BaseSettings):
         "OV_DEVICE is a GPU: int4 is unstable on the UHD 630's GPU stack. Empty runs them on "
         "OV_DEVICE like every other model.",
     )
-    speech_device: str | None = Field(
+    audio_device: str | None = Field(
         "CPU",
-        description="Device for text-to-speech models whose registry entry names no device: "
-        "the iGPU is for the LLM. Empty runs them on OV_DEVICE.",
+        description="Device for speech models (Whisper, text to speech) whose registry entry "
+        "names none: the iGPU is kept for the language models. Empty runs them on OV_DEVICE.",
+    )
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="Largest audio file /v1/audio/transcriptions and /translations accept "
+        "(413 over it).",
+    )
+    max_audio_seconds: float = Field(
+        900,
+        gt=0,
+        le=86400,
+        description="Longest audio a transcription request may carry (400 over it).",
     )
     registry_path: Path = Field(
         DEFAULT_REGISTRY_PATH, description="Model registry file (registry.json)."
@@ -218,7 +230,7 @@ class Settings(BaseSettings):
         "api_key_file",
         "fallback_device",
         "int4_device",
-        "speech_device",
+        "audio_device",
         "kv_cache_precision",
         mode="before",
     )

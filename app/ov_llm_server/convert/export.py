@@ -25,7 +25,7 @@ from ov_llm_server.encoder_config import (
     model_inputs,
     tokenizer_gaps,
 )
-from ov_llm_server.registry import SPEECH_TASK
+from ov_llm_server.registry import SPEECH_RECOGNITION, SPEECH_TASK, SPEECH_TASKS
 from ov_llm_server.textutil import one_line
 
 from . import speech
@@ -52,6 +52,13 @@ VLM_MODEL_FILES = tuple(
     f"openvino_{part}_model.{ext}"
     for part in ("language", "text_embeddings", "vision_embeddings")
     for ext in ("xml", "bin")
+)
+# Whisper: an encoder and a decoder with its past (what WhisperPipeline loads).
+WHISPER_FILES = (
+    "openvino_encoder_model.xml",
+    "openvino_encoder_model.bin",
+    "openvino_decoder_model.xml",
+    "openvino_decoder_model.bin",
 )
 
 
@@ -95,6 +102,8 @@ def resolve_task(src: Path, options: ExportOptions) -> ExportOptions:
     hf_config = read_hf_config(src)
     if speech.is_speech_model(hf_config):
         return replace(options, task=SPEECH_TASK)
+    if hf_config.get("model_type") == "whisper":
+        return replace(options, task=SPEECH_RECOGNITION)
     return replace(options, task=detect_task(src, hf_config, DEFAULT_TASK))
 
 
@@ -386,6 +395,8 @@ def write_image_processor_config(out: Path) -> None:
 def missing_files(folder: Path, task: str = DEFAULT_TASK) -> list[str]:
     if task == SPEECH_TASK:
         required = speech.IR_FILES
+    elif task in SPEECH_TASKS:
+        required = WHISPER_FILES + TOKENIZER_FILES
     elif task == IMAGE_TEXT_TO_TEXT:
         required = VLM_MODEL_FILES + TOKENIZER_FILES
     else:
@@ -402,7 +413,7 @@ def check_ir_folder(folder: Path, task: str = DEFAULT_TASK) -> None:
     missing = missing_files(folder, task)
     if missing:
         raise ConversionError(f"{folder}: conversion produced no {', '.join(missing)}")
-    if task == SPEECH_TASK:
+    if task == SPEECH_TASK or task in SPEECH_TASKS:
         return
     if task in ENCODER_TASKS:
         gaps = tokenizer_gaps(folder)

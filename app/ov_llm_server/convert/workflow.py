@@ -54,6 +54,7 @@ from ov_llm_server.encoder_config import (
 )
 from ov_llm_server.registry import (
     SPEECH_TASK,
+    SPEECH_TASKS,
     ModelEntry,
     RegistryData,
     RegistryError,
@@ -512,7 +513,11 @@ def verify_entry(layout: Layout, name: str, entry: ModelEntry, *, load: bool, de
                 if gaps:
                     check.problems.append(f"the tokenizer does not produce {', '.join(gaps)}")
                     return check
-            elif entry.task != SPEECH_TASK and not chat_template_of(path):
+            elif (
+                entry.task != SPEECH_TASK
+                and entry.task not in SPEECH_TASKS
+                and not chat_template_of(path)
+            ):
                 check.notes.append("no chat template in openvino_tokenizer.xml")
         except Exception as exc:
             check.problems.append(f"openvino_tokenizer.xml unreadable: {one_line(exc)}")
@@ -540,6 +545,8 @@ def _load(path: Path, task: str, device: str) -> None:
         og.VLMPipeline(str(path), device)
     elif task == SPEECH_TASK:
         og.Text2SpeechPipeline(str(path), device)
+    elif task in SPEECH_TASKS:
+        og.WhisperPipeline(str(path), device)
     else:
         og.LLMPipeline(str(path), device)
 

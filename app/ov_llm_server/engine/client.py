@@ -173,6 +173,14 @@ class PendingReply(_Pending):
         self.done = True
         return item
 
+    async def progress(self) -> Output | Reply:
+        """The next item of a request that reports progress before its reply (a streamed
+        transcription's text, window by window): outputs, then the reply."""
+        item = await self._next()
+        if not isinstance(item, Output):
+            self.done = True
+        return item
+
     def cancel(self) -> None:
         # The engine drops the request and sends nothing back: nothing is left to wait for.
         super().cancel()

@@ -23,8 +23,8 @@ import msgspec
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
 # What an engine process runs, picked by the registry entry's task: a generative model
 # (chat and completions), a sentence embedder, a cross-encoder reranker, a generative model
-# that also reads images, or a text-to-speech model.
-EngineKind = Literal["llm", "embedding", "rerank", "vlm", "speech"]
+# that also reads images, a text-to-speech model, or a Whisper speech recogniser.
+EngineKind = Literal["llm", "embedding", "rerank", "vlm", "speech", "whisper"]
 # One token as the logprobs of an answer show it: its own text (the engine detokenizes)
 # and its log probability; the first token of an echoed prompt has none.
 TokenLogprob = tuple[str, float]
@@ -154,6 +154,23 @@ class Speak(msgspec.Struct, tag=True, frozen=True):
     voice: str | None = None
 
 
+class Transcribe(msgspec.Struct, tag=True, frozen=True):
+    """Speech to text (``task`` "transcribe") or to English ("translate"). ``audio``: 16 kHz
+    mono samples, float32 little-endian, which the HTTP side decoded. Served one 30 s window
+    per step; with ``stream`` every window's text goes out as an :class:`Output` as it is
+    done, before the :class:`Transcribed` reply."""
+
+    rid: int
+    audio: bytes
+    task: Literal["transcribe", "translate"] = "transcribe"
+    language: str | None = None  # ISO 639-1 ("en"); None: detected
+    prompt: str | None = None
+    temperature: float = 0.0
+    segments: bool = False  # segment timestamps
+    words: bool = False  # word timestamps
+    stream: bool = False
+
+
 class Tokenize(msgspec.Struct, tag=True, frozen=True):
     """Token ids of a ``prompt``, or of ``messages`` rendered with the chat template."""
 
@@ -171,7 +188,7 @@ class Detokenize(msgspec.Struct, tag=True, frozen=True):
 
 
 # Requests that get one reply rather than a stream of outputs.
-Work = Embed | Rerank | Speak | Tokenize | Detokenize
+Work = Embed | Rerank | Speak | Transcribe | Tokenize | Detokenize
 
 
 class Cancel(msgspec.Struct, tag=True, frozen=True):
@@ -182,7 +199,9 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     pass
 
 
-ToEngine = Generate | Embed | Rerank | Speak | Tokenize | Detokenize | Cancel | Shutdown
+ToEngine = (
+    Generate | Embed | Rerank | Speak | Transcribe | Tokenize | Detokenize | Cancel | Shutdown
+)
 
 
 # ---------------------------------------------------------------- engine -> HTTP process
@@ -264,6 +283,24 @@ class Spoken(msgspec.Struct, tag=True, frozen=True):
     tokens: int  # the text's tokens, as the model read them
 
 
+class Segment(msgspec.Struct, array_like=True, frozen=True):
+    """A stretch of speech and its text; times in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+
+
+class Transcribed(msgspec.Struct, tag=True, frozen=True):
+    rid: int
+    text: str
+    language: str | None  # as asked, or as detected in the first window
+    duration: float  # seconds of audio
+    tokens: int  # generated
+    segments: list[Segment] = []  # with Transcribe.segments
+    words: list[Segment] = []  # with Transcribe.words
+
+
 class Tokenized(msgspec.Struct, tag=True, frozen=True):
     rid: int
     ids: list[int]
@@ -285,7 +322,7 @@ class Refused(msgspec.Struct, tag=True, frozen=True):
     param: str | None = None
 
 
-Reply = Embedded | Ranked | Spoken | Tokenized | Detokenized | Refused
+Reply = Embedded | Ranked | Spoken | Transcribed | Tokenized | Detokenized | Refused
 # Refused.error of a request the engine dropped at Shutdown (code "cancelled").
 STOPPED = "the model was stopped"
 # The code of a request refused because it breaks the model (400): the engine found it alone

@@ -19,7 +19,7 @@ from collections.abc import Collection
 
 import msgspec
 
-from .messages import Detokenize, Embed, Generate, Rerank, Tokenize, Work, encoder
+from .messages import Detokenize, Embed, Generate, Rerank, Tokenize, Transcribe, Work, encoder
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def param_of(message: Generate | Work) -> str:
         return "input"
     if isinstance(message, Rerank):
         return "documents"
+    if isinstance(message, Transcribe):
+        return "file"
     if isinstance(message, Tokenize):
         return "messages" if message.messages is not None else "prompt"
     assert isinstance(message, Detokenize)

@@ -82,6 +82,10 @@ def build_runner(spec: EngineSpec) -> Runner:
         from .speech import SpeechRunner
 
         return SpeechRunner(path, spec.config)
+    if spec.kind == "whisper":
+        from .transcribe import WhisperRunner
+
+        return WhisperRunner(path, spec.config)
     from .llm import LlmRunner
 
     return LlmRunner(path, spec.config)

@@ -1,0 +1,219 @@
+"""Transcription: the server against the pipeline it wraps, as a real-time factor (seconds of
+audio transcribed per wall second) at 1 and 4 concurrent requests.
+
+- ``direct``: ``openvino_genai.WhisperPipeline`` in this process, on the CPU in f32 as the
+  server runs it, each file decoded with PyAV (as the server decodes uploads) and transcribed
+  whole, with timestamps; GenAI's pipeline serves one call at a time, so ``c`` concurrent
+  files are ``c`` calls in a row: the best one pipeline can do;
+- ``server``: the real ``ov-llm-server`` over HTTP, exactly ``c`` uploads in flight, asking
+  for ``verbose_json`` (timestamps), its engine serving 30 s windows in turns.
+
+Both sides decode in Whisper's timestamp mode: GenAI transcribes audio longer than 30 s only
+in that mode (it seeks by the timestamps), and a random model writes many more tokens without
+it, which would compare two different amounts of work.
+
+The audio is speech (``espeak-ng``, or the synthetic voice of tests/tiny_whisper.py) with
+pauses, about a minute of it, so that both sides cross window boundaries. Rounds alternate
+direct and server so that a noisy neighbour weighs on both. No Whisper weights can be
+downloaded on the build machines, so the default model is the tiny random Whisper the tests
+build; give ``--model`` an IR folder of a real one (e.g. whisper-base converted by
+``ov-convert-model``) on a real host. Results go to ``<out>/transcription.json`` and ``.md``.
+
+    python bench/transcription.py [--model IR_FOLDER] [--concurrency 1 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import openvino_genai as og
+from report import git_commit, machine_info  # bench/report.py: the same machine facts
+
+from ov_llm_server.engine.core.precision import hint_properties
+
+log = logging.getLogger("bench.transcription")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bench" / "results"
+SERVED_NAME = "bench-whisper"
+SERVED_PRECISION = "f32"  # what the server's auto precision gives a speech model on a CPU
+TARGET_RATIO = 0.95
+SAMPLE_RATE = 16000
+
+
+def tests_module(name: str) -> Any:
+    sys.path.insert(0, str(ROOT / "tests"))
+    return importlib.import_module(name)
+
+
+def speech_file(seconds: float) -> tuple[bytes, float, str]:
+    """An Ogg/Opus file of speech with pauses, about ``seconds`` long; its length and voice."""
+    tiny_whisper = tests_module("tiny_whisper")
+    voice, how = tiny_whisper.spoken()
+    pause = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    parts: list[Any] = []
+    while sum(len(p) for p in parts) < seconds * SAMPLE_RATE:
+        parts += [voice, pause]
+    samples = np.concatenate(parts)
+    return tiny_whisper.encode(samples, "ogg"), len(samples) / SAMPLE_RATE, how
+
+
+class Direct:
+    def __init__(self, model: Path) -> None:
+        self.pipe = og.WhisperPipeline(str(model), "CPU", **hint_properties(SERVED_PRECISION))
+        self.decode = tests_module("tiny_whisper").decode_with_av
+
+    def run(self, data: bytes, concurrency: int) -> float:
+        started = time.perf_counter()
+        for _ in range(concurrency):
+            samples = self.decode(data)
+            self.pipe.generate(samples, language="<|en|>", return_timestamps=True)
+        return time.perf_counter() - started
+
+
+def start_server(model: Path, workdir: Path) -> Any:
+    live_server = tests_module("live_server")
+    registry = workdir / "registry.json"
+    task = "automatic-speech-recognition-with-past"
+    live_server.write_registry(registry, {SERVED_NAME: {"path": str(model), "task": task}})
+    env = {
+        "OV_DEVICE": "CPU",
+        "OV_REGISTRY_PATH": str(registry),
+        "OV_PRELOAD_MODELS": SERVED_NAME,
+        "OV_LOG_LEVEL": "WARNING",
+    }
+    return live_server.LiveServer(workdir, env).start(timeout=300)
+
+
+async def server_run(base_url: str, data: bytes, concurrency: int) -> float:
+    """Seconds for ``concurrency`` uploads of ``data``, all in flight at once."""
+
+    async def one(client: httpx.AsyncClient) -> None:
+        response = await client.post(
+            "/v1/audio/transcriptions",
+            data={"model": SERVED_NAME, "language": "en", "response_format": "verbose_json"},
+            files={"file": ("speech.ogg", data)},
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"server answered {response.status_code}: {response.text}")
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
+    data, duration, voice = speech_file(args.seconds)
+    direct = Direct(model)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-transcription-"))
+    server = start_server(model, workdir)
+    levels: list[dict[str, Any]] = []
+    try:
+        direct.run(data, 1)  # warm-up: first calls compile kernels
+        asyncio.run(server_run(server.base_url, data, 1))
+        for concurrency in args.concurrency:
+            seconds: dict[str, list[float]] = {"direct": [], "server": []}
+            for index in range(args.rounds):
+                order = ["direct", "server"] if index % 2 == 0 else ["server", "direct"]
+                for mode in order:
+                    if mode == "direct":
+                        took = direct.run(data, concurrency)
+                    else:
+                        took = asyncio.run(server_run(server.base_url, data, concurrency))
+                    seconds[mode].append(took)
+            rtf = {m: concurrency * duration / statistics.median(s) for m, s in seconds.items()}
+            levels.append(
+                {
+                    "concurrency": concurrency,
+                    "rounds": args.rounds,
+                    "direct_rtf": round(rtf["direct"], 2),
+                    "server_rtf": round(rtf["server"], 2),
+                    "ratio": round(rtf["server"] / rtf["direct"], 3),
+                }
+            )
+            log.info("level %s", levels[-1])
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"levels": levels, "audio_seconds": round(duration, 2), "voice": voice}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    lines = [
+        f"Model: **{report['model_name']}**, device CPU in {SERVED_PRECISION}, "
+        f"{report['audio_seconds']} s of Ogg/Opus speech ({report['voice']}) per request, "
+        f"{machine['cores']} cores ({machine['cpu']}), openvino-genai "
+        f"{machine['openvino_genai']}, {report['date']}, load average at start "
+        f"{machine['load_average_at_start'][0]}. Real-time factor: seconds of audio "
+        "transcribed per wall second, over all concurrent requests.",
+        "",
+        "| concurrent requests | direct RTF | server RTF | server ÷ direct |",
+        "|---:|---:|---:|---:|",
+    ]
+    for level in report["levels"]:
+        lines.append(
+            f"| {level['concurrency']} | {level['direct_rtf']} | {level['server_rtf']} "
+            f"| {level['ratio']:.2f} |"
+        )
+    worst = min(level["ratio"] for level in report["levels"])
+    verdict = "met" if worst >= TARGET_RATIO else "NOT met"
+    lines += [
+        "",
+        f"Target: server ÷ direct >= {TARGET_RATIO} at every level: {verdict} (lowest "
+        f"{worst:.2f}).",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="Whisper IR folder (default: the tests' tiny Whisper)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60, help="audio per request")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    if args.model:
+        model, name = Path(args.model), Path(args.model).name
+    else:
+        model = tests_module("tiny_whisper").ensure_tiny_whisper()["fp16"]
+        name = "the tests' tiny random Whisper (d_model 64, 2+2 layers, fp16 IR)"
+    report: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine_info(),
+        "model_name": name,
+        **measure(args, model),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "transcription.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "transcription.md").write_text(markdown(report) + "\n")
+    sys.stdout.write(markdown(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
