@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine.messages import EngineConfig, EngineKind, Speculation
-from .registry import SPEECH_TASK, SPEECH_TASKS, ModelEntry
+from .registry import AUDIO_TASKS, ModelEntry
 from .settings import Settings
 
 # Devices that dispatch to others: "AUTO:GPU,CPU", "HETERO:GPU,CPU", "BATCH:GPU(4)", "AUTO:-CPU".
@@ -90,8 +90,7 @@ def choose_device(entry: ModelEntry | None, settings: Settings) -> Placement:
     """
     if entry is not None and entry.device:
         return Placement(entry.device, "set by its registry entry")
-    speech = entry is not None and (entry.task == SPEECH_TASK or entry.task in SPEECH_TASKS)
-    if speech and settings.audio_device:
+    if entry is not None and entry.task in AUDIO_TASKS and settings.audio_device:
         device = settings.audio_device
         return Placement(device, f"a speech model: OV_AUDIO_DEVICE={device}")
     weight_format = (

@@ -70,6 +70,8 @@ Speculative = Annotated[PromptLookup | DraftModel, Field(discriminator="method")
 # The tasks (optimum-intel's names) of speech recognisers: Whisper, served on /v1/audio/*.
 SPEECH_RECOGNITION = "automatic-speech-recognition-with-past"
 SPEECH_TASKS = ("automatic-speech-recognition", SPEECH_RECOGNITION)
+# Every audio task: speech to text and text to speech (placed on OV_AUDIO_DEVICE, no chat template).
+AUDIO_TASKS = (SPEECH_TASK, *SPEECH_TASKS)
 
 
 class ModelEntry(BaseModel):
