@@ -10,6 +10,7 @@ import pytest
 from ov_llm_server.output.parsers.hermes import Hermes
 from ov_llm_server.output.parsers.llama3_json import Llama3Json
 from ov_llm_server.output.parsers.mistral import Mistral, MistralV11
+from ov_llm_server.output.parsers.phi4_mini import Phi4Mini
 from ov_llm_server.output.schema import compile_schema
 from ov_llm_server.output.streamed_calls import ArgumentReader
 
@@ -59,6 +60,12 @@ def starts_and_arguments(events: list[tuple[str | None, str]]) -> list[tuple[str
             Mistral,
             f'[TOOL_CALLS][{{"name": "a", "arguments": {json.dumps(TRICKY)}}}]',
             [("a", TRICKY)],
+        ),
+        (
+            Phi4Mini,
+            f'<|tool_call|>[{{"name": "a", "arguments": {json.dumps(TRICKY)}}}, '
+            f'{{"name": "b", "arguments": {json.dumps(PLAIN)}}}]<|/tool_call|>',
+            [("a", TRICKY), ("b", PLAIN)],
         ),
         (
             MistralV11,

@@ -239,16 +239,18 @@ def render_prompt(tokenizer: Any, dialogue: dict[str, Any]) -> str:
     return text
 
 
-def _tokenizer_corpus() -> list[str]:
+def _tokenizer_corpus(dialogues: dict[str, dict[str, Any]]) -> list[str]:
     texts = [FILLER, TOOLS_PREAMBLE, TOOLS_INSTRUCTIONS, json.dumps(WEATHER_TOOL)]
-    for dialogue in DIALOGUES.values():
+    for dialogue in dialogues.values():
         texts.append(dialogue["answer"])
         texts.extend(str(m["content"]) for m in dialogue["messages"] if m.get("content"))
     texts.extend(["system", "user", "assistant", "tool", "\n"])
     return texts
 
 
-def build_tokenizer() -> Any:
+def build_tokenizer(
+    dialogues: dict[str, dict[str, Any]] = DIALOGUES, chat_template: str = CHAT_TEMPLATE
+) -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -262,22 +264,24 @@ def build_tokenizer() -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_tokenizer_corpus() * 4, trainer=trainer)
+    bpe.train_from_iterator(_tokenizer_corpus(dialogues) * 4, trainer=trainer)
     bpe.add_tokens([AddedToken(t, special=False, normalized=False) for t in TAG_TOKENS])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=MODEL_CONFIG["max_position_embeddings"],
         clean_up_tokenization_spaces=False,
     )
     return tokenizer
 
 
-def _encode_examples(tokenizer: Any) -> list[tuple[list[int], list[int]]]:
+def _encode_examples(
+    tokenizer: Any, dialogues: dict[str, dict[str, Any]]
+) -> list[tuple[list[int], list[int]]]:
     examples = []
-    for dialogue in DIALOGUES.values():
+    for dialogue in dialogues.values():
         prompt_ids = tokenizer(render_prompt(tokenizer, dialogue), add_special_tokens=False)
         answer_ids = tokenizer(dialogue["answer"] + EOS_TOKEN, add_special_tokens=False)
         examples.append((list(prompt_ids["input_ids"]), list(answer_ids["input_ids"])))
@@ -306,15 +310,20 @@ def _check_greedy(model: Any, examples: list[tuple[list[int], list[int]]]) -> tu
     return ok, margin
 
 
-def build_hf_model(out_dir: Path) -> Path:
-    """Train the tiny model and save it as a Hugging Face folder at ``out_dir``."""
+def build_hf_model(
+    out_dir: Path,
+    dialogues: dict[str, dict[str, Any]] = DIALOGUES,
+    chat_template: str = CHAT_TEMPLATE,
+) -> Path:
+    """Train a tiny model on ``dialogues`` (prompts rendered by ``chat_template``) and save it
+    as a Hugging Face folder at ``out_dir``."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     started = time.monotonic()
     torch.manual_seed(SEED)
-    tokenizer = build_tokenizer()
-    examples = _encode_examples(tokenizer)
+    tokenizer = build_tokenizer(dialogues, chat_template)
+    examples = _encode_examples(tokenizer, dialogues)
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
     config = Qwen2Config(

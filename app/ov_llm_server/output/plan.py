@@ -69,8 +69,10 @@ def plan_output(
     )
     fmt_name = tool_format(chat_template, entry)
     if forces_tool_call(request):
-        # A model without a format of its own writes plain JSON calls.
+        # A model without a format of its own writes plain JSON calls; a format the grammar
+        # cannot build is forced in its family's JSON layout.
         forced = fmt_name if fmt_name not in (None, "none") else parsers.FORCED_DEFAULT
+        forced = parsers.get(forced).forced_as or forced
         return _forced_call(request, forced, template_tools, budget)
     spec = request.response_format
     if spec is not None and spec.type != "text":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import hermes, json_calls, llama3_json, mistral
+from . import gemma3, hermes, json_calls, llama3_json, mistral, phi4_mini, pythonic, qwen3_coder
 from .base import ToolCatalog, ToolFormat
 from .registry import DEFAULT, FORCED_DEFAULT, detect, get, names, register
 
@@ -12,11 +12,15 @@ __all__ = [
     "ToolCatalog",
     "ToolFormat",
     "detect",
+    "gemma3",
     "get",
     "hermes",
     "json_calls",
     "llama3_json",
     "mistral",
     "names",
+    "phi4_mini",
+    "pythonic",
+    "qwen3_coder",
     "register",
 ]

@@ -92,6 +92,9 @@ class ToolFormat:
     name: ClassVar[str] = ""
     priority: ClassVar[int] = 0  # detection order (lower first); 0: never detected
     args_key: ClassVar[str] = "arguments"
+    # The format forced calls are written in when this one cannot be built by the grammar
+    # (its arguments are not JSON): a layout of the same family, read by that format's parser.
+    forced_as: ClassVar[str | None] = None
 
     @classmethod
     def detects(cls, chat_template: str) -> bool:
