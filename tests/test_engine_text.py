@@ -125,3 +125,17 @@ def test_fill_in_the_middle_takes_the_markers_that_are_single_tokens(tiny_ir_int
     assert fim_prompt(markers, "def f(", "\n    return x") == (
         "<fim_prefix>def f(<fim_suffix>\n    return x<fim_middle>"
     )
+
+
+def test_a_character_cut_half_way_ends_grammar_output_before_it(tiny_ir_int8: Path) -> None:
+    """The budget may cut a character whose first bytes a token wrote: plain text shows it
+    as U+FFFD; grammar-constrained text ends before it, so the server can close the document."""
+    tokenizer = og.Tokenizer(str(tiny_ir_int8))
+    ids = _ids(tokenizer, 'a "🙂')
+    cut = next(i for i in range(1, len(ids)) if tokenizer.decode(ids[:i]).endswith("\ufffd"))
+    for whole, expected in ((False, 'a "\ufffd'), (True, 'a "')):
+        detokenizer = IncrementalDetokenizer(tokenizer, whole_characters=whole)
+        text = "".join(
+            detokenizer.advance(decode_windows(tokenizer, detokenizer.windows(ids[:cut])))
+        )
+        assert text + detokenizer.flush() == expected

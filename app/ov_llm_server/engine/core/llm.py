@@ -203,7 +203,11 @@ class LlmRunner:
                 request.rid,
                 index,
                 handle,
-                IncrementalDetokenizer(self._tokenizer, per_token=params.logprobs),
+                IncrementalDetokenizer(
+                    self._tokenizer,
+                    per_token=params.logprobs,
+                    whole_characters=params.grammar is not None,
+                ),
                 StopMatcher(params.stop),
                 TokenLogprobs() if params.logprobs else None,
                 len(ids) if echo else 0,

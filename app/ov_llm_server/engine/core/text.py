@@ -19,9 +19,14 @@ class IncrementalDetokenizer:
     the pieces always add up to the text.
     """
 
-    def __init__(self, tokenizer: Any, *, per_token: bool = False) -> None:
+    def __init__(
+        self, tokenizer: Any, *, per_token: bool = False, whole_characters: bool = False
+    ) -> None:
         self._tokenizer = tokenizer
         self._per_token = per_token
+        # Grammar-constrained output ends in whole characters: a character the budget cut
+        # half-way is no text of the grammar's, and the server closes the document after it.
+        self._whole_characters = whole_characters
         self._ids: list[int] = []
         self._prefix = 0
         self._read = 0
@@ -51,11 +56,13 @@ class IncrementalDetokenizer:
         return pieces
 
     def flush(self) -> str:
-        """The rest of the text at the end, an incomplete character included."""
+        """The rest of the text at the end, an incomplete character included (as U+FFFD)
+        unless ``whole_characters``."""
         windows = (self._ids[self._prefix : self._read], self._ids[self._prefix :])
         read, full = (str(self._tokenizer.decode(w)) if w else "" for w in windows)
         self._prefix = self._read = len(self._ids)
-        return full[len(read) :]
+        rest = full[len(read) :]
+        return rest.rstrip("\ufffd") if self._whole_characters else rest
 
 
 def decode_windows(tokenizer: Any, windows: Sequence[Sequence[int]]) -> list[str]:
