@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from litellm_proxy import litellm_config, requires_litellm, running_proxy
 from live_server import LiveServer, error_of, write_registry
 from ov_llm_server.cli import main
 from ov_llm_server.engine.messages import Image
@@ -263,6 +264,29 @@ def test_openai_sdk_with_an_image_part_streamed_and_whole(vlm_server: LiveServer
     content = whole.choices[0].message.content
     assert stopped.choices[0].message.content == content[: content.index(cut)]
     assert stopped.choices[0].finish_reason == "stop"
+
+
+@requires_litellm
+def test_an_image_through_litellm_gets_the_direct_answer(
+    vlm_server: LiveServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """litellm-config's deployment of a vision model: LiteLLM passes the image part through."""
+    from openai import OpenAI
+
+    messages = [user(text(QUESTION), image_part(data_url(draw_image())))]
+    direct = chat(vlm_server, messages, max_tokens=TOKENS, temperature=0)
+    assert direct.status_code == 200, direct.text
+    config = litellm_config(vlm_server, "--api-base", vlm_server.v1)
+    assert "supports_vision: true" in config
+    with running_proxy(config, tmp_path_factory.mktemp("litellm")) as proxy:
+        client = OpenAI(base_url=f"{proxy.base_url}/v1", api_key=proxy.key, max_retries=0)
+        through: Any = client.chat.completions.create(
+            model="vlm",
+            messages=messages,
+            max_tokens=TOKENS,
+            temperature=0,  # type: ignore[arg-type]
+        )
+    assert through.choices[0].message.content == direct.json()["choices"][0]["message"]["content"]
 
 
 def test_concurrent_image_requests_each_get_their_own_answer(
