@@ -293,6 +293,13 @@ def test_probe_picks_the_smallest_model_the_service_runs_on_a_gpu(
         for fmt in ("fp16", "int8", "int4")
     }
     entries["gone-int8"] = ModelEntry(path=str(tmp_path / "gone"), weight_format="int8")
+    # Smaller, but no LLMPipeline can load them: never the probe's model.
+    for task in ("feature-extraction", "automatic-speech-recognition", "text-to-audio"):
+        entries[task] = ModelEntry(
+            path=str(tiny_models["int8"] / "openvino_tokenizer.xml"),
+            task=task,
+            weight_format="int8",
+        )
     gpu = Settings.model_validate({"device": "GPU", "registry_path": tmp_path / "r.json"})
     target = choose_target(gpu, entries)
     # int4 would run on the CPU (OV_INT4_DEVICE), so int8 is the smallest one on the GPU.

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 REGISTRY_VERSION = 1
 # The task of text-to-speech models (optimum-intel's name): it picks their engine and device.
 SPEECH_TASK = "text-to-audio"
+# What every generative text task starts with ("text-generation", "...-with-past").
+TEXT_GENERATION = "text-generation"
 LOCK_TIMEOUT_SECONDS = 60
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..placement import choose_device, gguf_weight_format, targets_gpu
-from ..registry import ModelEntry, resolve_model_path
+from ..registry import TEXT_GENERATION, ModelEntry, resolve_model_path
 from ..settings import Settings
 from .isolation import ChildOutcome, run_child
 
@@ -69,7 +69,8 @@ def choose_target(
     """What to probe, or why nothing is probed.
 
     ``model`` (a registry name or a path) and ``device`` override the choice; otherwise the
-    smallest model that the service would run on a GPU, on that GPU.
+    smallest text-generation model that the service would run on a GPU, on that GPU (an
+    embedder, a vision or a speech model is no LLMPipeline's).
     """
     if model is not None:
         entry = entries.get(model)
@@ -88,6 +89,8 @@ def choose_target(
         )
     candidates: list[tuple[str, Path, str | None, str, str]] = []
     for name, entry in entries.items():
+        if not entry.task.startswith(TEXT_GENERATION):  # the probe runs an LLMPipeline
+            continue
         placement = choose_device(entry, settings)
         path = resolve_model_path(settings.registry_path, entry)
         candidates.append((name, path, entry.weight_format, placement.device, placement.reason))
