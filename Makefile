@@ -28,6 +28,16 @@ setup-dev: setup ## Also install the conversion tools, the test/lint tools and t
 	@# optimum-intel drags in a torchvision whose import fails beside this torch; nothing here needs it.
 	$(BIN)/pip uninstall --quiet --yes torchvision 2>/dev/null || true
 
+# The ov_server role installs the service's dependencies from this lock with
+# pip --require-hashes: every version and sha256 fixed, for every Python the
+# project supports (a universal resolution), the build backend included.
+LOCK := roles/ov_server/files/requirements.lock
+.PHONY: lock
+lock: setup-dev ## Regenerate the role's hashed lock from pyproject.toml (after changing a dependency)
+	$(BIN)/uv pip compile --quiet --no-config --universal --python-version 3.11 --generate-hashes \
+	    --index-url https://pypi.org/simple --custom-compile-command 'make lock' \
+	    pyproject.toml roles/ov_server/files/build-requirements.in -o $(LOCK)
+
 .PHONY: run
 run: setup ## Serve SmolLM2-135M-Instruct on CPU at http://$(HOST):$(PORT)
 	OV_DEVICE=$${OV_DEVICE:-CPU} OV_HOST=$(HOST) OV_PORT=$(PORT) \

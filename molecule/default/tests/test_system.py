@@ -7,7 +7,7 @@ import re
 import time
 
 import pytest
-from conftest import http
+from conftest import host_name, http
 
 SERVICE = "ov-server"
 USER = "ov-server"
@@ -18,7 +18,7 @@ REGISTRY = f"{MODELS}/converted_models/registry.json"
 ENV_FILE = "/etc/homelab-llm/ov-server.env"
 UNIT_FILE = "/etc/systemd/system/ov-server.service"
 GPU_ENV_FILE = "/etc/homelab-llm/gpu-runtime.env"
-STAMP = "/opt/ov-llm-server/install.stamp"
+STAMP = f"{VENV}/install.stamp"
 ROUTE_FACT = "/etc/ansible/facts.d/intel_gpu_runtime.fact"
 DOCTOR = "/usr/local/sbin/ov-server-doctor"
 MODEL_NAME = "smollm2-135m-instruct"
@@ -164,7 +164,8 @@ def test_doctor_wrapper_gives_the_doctor_the_units_sandbox(host):
     assert (wrapper.user, wrapper.group, wrapper.mode) == ("root", "root", 0o755)
     text = wrapper.content_string
     assert "exec systemd-run --quiet --wait --pipe --collect" in text
-    assert f'-- {VENV}/bin/ov-llm-server doctor "$@"' in text
+    assert f"venv={VENV}\n" in text
+    assert '-- "$venv/bin/ov-llm-server" doctor "$@"' in text
     # Every identity, environment and sandbox line of the unit, and nothing else.
     passed = [line.strip() for line in text.splitlines() if line.strip().startswith("--property=")]
     unit = _unit_properties(host.file(UNIT_FILE).content_string)
@@ -337,3 +338,45 @@ def test_no_api_key_anywhere(host):
     # No key in this scenario: no credential file, no LoadCredential=.
     assert not host.file("/etc/homelab-llm/ov-api-key").exists
     assert "LoadCredential" not in host.file(UNIT_FILE).content_string
+
+
+def test_service_runs_a_release_venv_from_the_hashed_lock(host):
+    link = host.file(VENV)
+    assert link.is_symlink
+    release = link.linked_to
+    assert re.fullmatch(r"/opt/ov-llm-server/venvs/[0-9a-f]{16}", release)
+    # The unit and the doctor go through the link; the running process is the release's.
+    assert f"ExecStart={VENV}/bin/ov-llm-server" in host.file(UNIT_FILE).content_string
+    # The script's interpreter names the release: a switch of the link leaves it alone.
+    cmdline = host.file(f"/proc/{_main_pid(host)}/cmdline").content_string.split("\0")
+    assert cmdline[:2] == [f"{release}/bin/python", f"{VENV}/bin/ov-llm-server"]
+    lock = host.file(f"{release}/requirements.lock").content_string
+    assert "--hash=sha256:" in lock
+    stamp = host.file(f"{release}/install.stamp").content_string
+    assert "--require-hashes" in stamp
+    # Every installed distribution is pinned in the lock, the service itself aside.
+    locked = {_pin(line) for line in lock.splitlines() if "==" in line and not line[0].isspace()}
+    frozen = host.check_output(f"{VENV}/bin/python -m pip freeze --disable-pip-version-check")
+    for line in frozen.splitlines():
+        if "==" in line:
+            assert _pin(line) in locked, line
+
+
+def _pin(line):
+    """("name", "version") of a requirement line, the name normalised (PEP 503)."""
+    name, version = line.split(";")[0].split()[0].split("==")
+    return re.sub(r"[-_.]+", "-", name).lower(), version
+
+
+def test_previous_release_kept_and_older_ones_pruned(host):
+    venvs = sorted(host.file("/opt/ov-llm-server/venvs").listdir())
+    release = host.file(VENV).linked_to
+    previous = host.file("/opt/ov-llm-server/previous")
+    if host_name(host) == "ov-llm-bookworm":
+        # converge.yml ran it on an older release first, then switched.
+        assert previous.linked_to == "/opt/ov-llm-server/venvs/0000000000000000"
+        assert venvs == sorted(["0000000000000000", release.rsplit("/", 1)[1]])
+    else:
+        assert not previous.exists
+        assert venvs == [release.rsplit("/", 1)[1]]
+    assert not host.file("/opt/ov-llm-server/install.stamp").exists
