@@ -75,3 +75,6 @@ bench: setup-dev ## Benchmark the server against the raw engine; writes bench/re
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/embeddings.py
 	$(BIN)/python bench/doors.py
+	$(BIN)/python bench/vision.py
+	$(BIN)/python bench/transcription.py
+	$(BIN)/python bench/speech.py
