@@ -116,10 +116,11 @@ def choose_precision(
 ) -> str | None:
     """The inference precision hint for a model on ``device``; None: the device's default.
 
-    The entry's ``inference_precision`` wins over OV_INFERENCE_PRECISION. ``auto`` keeps
-    embedders and rerankers on a CPU in f32: a bf16 CPU would otherwise score in steps of 1/256,
-    which turns close scores into ties and reorders rankings, and these models are small. A
-    generative model keeps the device's default (bf16 where the CPU has it, which decodes
+    The entry's ``inference_precision`` wins over OV_INFERENCE_PRECISION. ``auto`` keeps every
+    kind but the text LLM on a CPU in f32: embedders and rerankers (a bf16 CPU would score in
+    steps of 1/256, which turns close scores into ties and reorders rankings), and the vision,
+    Whisper and speech models, small ones whose outputs are compared with transformers'. A
+    text LLM keeps the device's default (bf16 where the CPU has it, which decodes
     faster; f32 on the target's i7-8700B; f16 on a GPU).
     """
     wanted = (entry.inference_precision if entry is not None else None) or "auto"
