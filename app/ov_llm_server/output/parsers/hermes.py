@@ -11,6 +11,7 @@ from ..deltas import OutputParser, ParsedDelta
 from ..terms import Lit, Rep, Term, alt, seq
 from .base import ToolCatalog, ToolFormat
 from .registry import register
+from .spacing import CallSpacing
 
 OPEN = "<tool_call>"
 CLOSE = "</tool_call>"
@@ -42,10 +43,7 @@ class HermesParser(OutputParser):
         self._limit = limit
         self._buf = ""
         self._in_call = False
-        # Whitespace next to calls is formatting, not content: trailing whitespace is held
-        # until it is clear whether a call follows, and whitespace right after a call is dropped.
-        self._held_space = ""
-        self._after_call = False
+        self._spacing = CallSpacing()
         self._calls = 0
         self.done = False
 
@@ -69,12 +67,12 @@ class HermesParser(OutputParser):
                 continue
             start = self._buf.find(OPEN)
             if start >= 0:
-                self._text(self._buf[:start], out)
+                self._spacing.text(self._buf[:start], out)
                 self._buf = self._buf[start + len(OPEN) :]
                 self._in_call = True
                 continue
             keep = partial_suffix(self._buf, OPEN)
-            self._text(self._buf[: len(self._buf) - keep], out)
+            self._spacing.text(self._buf[: len(self._buf) - keep], out)
             self._buf = self._buf[len(self._buf) - keep :]
             return out
 
@@ -96,24 +94,9 @@ class HermesParser(OutputParser):
                     out.merge(self.finish())
                     return out
         else:
-            self._text(rest, out)
-        if not self._calls:
-            out.content += self._held_space
-        self._held_space = ""
+            self._spacing.text(rest, out)
+        self._spacing.end(self._calls, out)
         return out
-
-    def _text(self, text: str, out: ParsedDelta) -> None:
-        text, self._held_space = self._held_space + text, ""
-        if self._after_call:
-            text = text.lstrip()
-            if not text:
-                return
-        body = text.rstrip()
-        # Held until the call (or the text) that follows decides whether it is content.
-        self._held_space = text[len(body) :]
-        if body:
-            out.content += body
-            self._after_call = False
 
     def _close_call(self, body: str, raw: str, out: ParsedDelta) -> None:
         try:
@@ -121,14 +104,11 @@ class HermesParser(OutputParser):
         except ValueError:
             call = None
         if call is None:
-            out.content += self._held_space + raw
-            self._held_space = ""
-            self._after_call = False
+            self._spacing.not_a_call(raw, out)
             return
         out.tool_calls.append(call)
         self._calls += 1
-        self._held_space = ""
-        self._after_call = True
+        self._spacing.call()
         self.done = self._limit is not None and self._calls >= self._limit
 
 

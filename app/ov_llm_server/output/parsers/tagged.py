@@ -18,6 +18,7 @@ from typing import Any
 from ...textutil import partial_suffix
 from ..deltas import OutputParser, ParsedDelta
 from .base import ToolCatalog
+from .spacing import CallSpacing
 
 Decode = Callable[[str], list[Any] | None]
 # Whether the answer (its start, left-stripped) is bare calls: True, False, or None to wait.
@@ -47,10 +48,7 @@ class TaggedParser(OutputParser):
         self._args_key = args_key
         self._buf = ""
         self._mode = "start" if bare is not None else "text"  # then "text", "block", "bare"
-        # Whitespace next to calls is formatting: trailing whitespace is held until it is
-        # clear whether a call follows, and whitespace right after a call is dropped.
-        self._held_space = ""
-        self._after_call = False
+        self._spacing = CallSpacing()
         self._calls = 0
         self.done = False
 
@@ -80,12 +78,12 @@ class TaggedParser(OutputParser):
             start = self._buf.find(self._open) if self._open else -1
             if start >= 0:
                 assert self._open is not None
-                self._text(self._buf[:start], out)
+                self._spacing.text(self._buf[:start], out)
                 self._buf = self._buf[start + len(self._open) :]
                 self._mode = "block"
                 continue
             keep = partial_suffix(self._buf, self._open) if self._open else 0
-            self._text(self._buf[: len(self._buf) - keep], out)
+            self._spacing.text(self._buf[: len(self._buf) - keep], out)
             self._buf = self._buf[len(self._buf) - keep :]
             return out
         self._buf = ""
@@ -106,33 +104,16 @@ class TaggedParser(OutputParser):
             self._mode = "text"
             self._block(rest, f"{self._open}{rest}", out)
         else:
-            self._text(rest, out)
-        if not self._calls:
-            out.content += self._held_space
-        self._held_space = ""
+            self._spacing.text(rest, out)
+        self._spacing.end(self._calls, out)
         return out
-
-    def _text(self, text: str, out: ParsedDelta) -> None:
-        text, self._held_space = self._held_space + text, ""
-        if self._after_call:
-            text = text.lstrip()
-            if not text:
-                return
-        body = text.rstrip()
-        self._held_space = text[len(body) :]
-        if body:
-            out.content += body
-            self._after_call = False
 
     def _block(self, body: str, raw: str, out: ParsedDelta) -> None:
         payloads = self._decode(body)
         if payloads is None or not self._add(payloads, out):
-            out.content += self._held_space + raw
-            self._held_space = ""
-            self._after_call = False
+            self._spacing.not_a_call(raw, out)
             return
-        self._held_space = ""
-        self._after_call = True
+        self._spacing.call()
 
     def _add(self, payloads: list[Any], out: ParsedDelta) -> bool:
         """Makes the calls (all of them valid, or none); False when there are none."""
