@@ -13,13 +13,21 @@ in that mode (it seeks by the timestamps), and a random model writes many more t
 it, which would compare two different amounts of work.
 
 The audio is speech (``espeak-ng``, or the synthetic voice of tests/tiny_whisper.py) with
-pauses, about a minute of it, so that both sides cross window boundaries. Rounds alternate
-direct and server so that a noisy neighbour weighs on both. No Whisper weights can be
-downloaded on the build machines, so the default model is the tiny random Whisper the tests
-build; give ``--model`` an IR folder of a real one (e.g. whisper-base converted by
-``ov-convert-model``) on a real host. Results go to ``<out>/transcription.json`` and ``.md``.
+pauses: by default 28 s of it, one Whisper window, so that both sides transcribe exactly the
+same input (the report says whether their texts are equal). ``--seconds 60`` crosses window
+boundaries; there GenAI seeks by the timestamps the model writes and the server cuts each
+window at its quietest moment, so the two see different windows, and a random model, whose
+answers end by chance, may write many more tokens on one side than on the other. Rounds
+alternate direct and server so that a noisy neighbour weighs on both. No Whisper weights can be
+downloaded on the build machines, so the model is a random Whisper of
+``tests/tiny_whisper.py``: by default its ``base`` shape (whisper-base's layers and widths, up
+to 128 tokens a window: a real model's compute), ``--shape tiny`` the tests' model (24 tokens
+a window, transcribed in milliseconds: it shows the server's fixed costs rather than what a
+user sees); give ``--model`` an IR folder of a real one (e.g. whisper-base converted by
+``ov-convert-model``) on a real host. Results go to ``<out>/transcription-<shape>.json`` and
+``.md`` (``transcription.*`` for ``--model``; ``-<seconds>s`` added to other lengths).
 
-    python bench/transcription.py [--model IR_FOLDER] [--concurrency 1 4] [--rounds 3]
+    python bench/transcription.py [--shape base|tiny | --model IR_FOLDER] [--seconds 28]
 """
 
 from __future__ import annotations
@@ -53,7 +61,12 @@ DEFAULT_OUT = ROOT / "bench" / "results"
 SERVED_NAME = "bench-whisper"
 SERVED_PRECISION = "f32"  # what the server's auto precision gives a speech model on a CPU
 TARGET_RATIO = 0.95
+SHAPE_NAMES = {
+    "base": "base shape: whisper-base's 6+6 layers of width 512, up to 128 tokens a window",
+    "tiny": "tiny shape: the tests' 2+2 layers of width 64, 24 tokens a window",
+}
 SAMPLE_RATE = 16000
+DEFAULT_SECONDS = 28  # one Whisper window
 
 
 def tests_module(name: str) -> Any:
@@ -62,14 +75,14 @@ def tests_module(name: str) -> Any:
 
 
 def speech_file(seconds: float) -> tuple[bytes, float, str]:
-    """An Ogg/Opus file of speech with pauses, about ``seconds`` long; its length and voice."""
+    """An Ogg/Opus file of ``seconds`` of speech with pauses; its length and voice."""
     tiny_whisper = tests_module("tiny_whisper")
     voice, how = tiny_whisper.spoken()
     pause = np.zeros(SAMPLE_RATE, dtype=np.float32)
     parts: list[Any] = []
     while sum(len(p) for p in parts) < seconds * SAMPLE_RATE:
         parts += [voice, pause]
-    samples = np.concatenate(parts)
+    samples = np.concatenate(parts)[: int(seconds * SAMPLE_RATE)]
     return tiny_whisper.encode(samples, "ogg"), len(samples) / SAMPLE_RATE, how
 
 
@@ -81,9 +94,13 @@ class Direct:
     def run(self, data: bytes, concurrency: int) -> float:
         started = time.perf_counter()
         for _ in range(concurrency):
-            samples = self.decode(data)
-            self.pipe.generate(samples, language="<|en|>", return_timestamps=True)
+            self.transcribe(data)
         return time.perf_counter() - started
+
+    def transcribe(self, data: bytes) -> str:
+        samples = self.decode(data)
+        answer = self.pipe.generate(samples, language="<|en|>", return_timestamps=True)
+        return str(answer.texts[0])
 
 
 def start_server(model: Path, workdir: Path) -> Any:
@@ -100,10 +117,10 @@ def start_server(model: Path, workdir: Path) -> Any:
     return live_server.LiveServer(workdir, env).start(timeout=300)
 
 
-async def server_run(base_url: str, data: bytes, concurrency: int) -> float:
-    """Seconds for ``concurrency`` uploads of ``data``, all in flight at once."""
+async def server_run(base_url: str, data: bytes, concurrency: int) -> tuple[float, str]:
+    """Seconds for ``concurrency`` uploads of ``data``, all in flight at once, and the text."""
 
-    async def one(client: httpx.AsyncClient) -> None:
+    async def one(client: httpx.AsyncClient) -> str:
         response = await client.post(
             "/v1/audio/transcriptions",
             data={"model": SERVED_NAME, "language": "en", "response_format": "verbose_json"},
@@ -111,12 +128,13 @@ async def server_run(base_url: str, data: bytes, concurrency: int) -> float:
         )
         if response.status_code != 200:
             raise RuntimeError(f"server answered {response.status_code}: {response.text}")
+        return str(response.json()["text"])
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(one(client) for _ in range(concurrency)))
-        return time.perf_counter() - started
+        texts = await asyncio.gather(*(one(client) for _ in range(concurrency)))
+        return time.perf_counter() - started, texts[0]
 
 
 def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
@@ -126,8 +144,9 @@ def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     server = start_server(model, workdir)
     levels: list[dict[str, Any]] = []
     try:
-        direct.run(data, 1)  # warm-up: first calls compile kernels
-        asyncio.run(server_run(server.base_url, data, 1))
+        # Warm-up (the first calls compile kernels), and the texts each side gives.
+        direct_text = direct.transcribe(data)
+        server_text = asyncio.run(server_run(server.base_url, data, 1))[1]
         for concurrency in args.concurrency:
             seconds: dict[str, list[float]] = {"direct": [], "server": []}
             for index in range(args.rounds):
@@ -136,7 +155,7 @@ def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
                     if mode == "direct":
                         took = direct.run(data, concurrency)
                     else:
-                        took = asyncio.run(server_run(server.base_url, data, concurrency))
+                        took = asyncio.run(server_run(server.base_url, data, concurrency))[0]
                     seconds[mode].append(took)
             rtf = {m: concurrency * duration / statistics.median(s) for m, s in seconds.items()}
             levels.append(
@@ -152,7 +171,13 @@ def measure(args: argparse.Namespace, model: Path) -> dict[str, Any]:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"levels": levels, "audio_seconds": round(duration, 2), "voice": voice}
+    return {
+        "levels": levels,
+        "audio_seconds": round(duration, 2),
+        "voice": voice,
+        # The server strips the text's leading space, as OpenAI's API does.
+        "same_text": direct_text.strip() == server_text.strip(),
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -178,17 +203,19 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Target: server ÷ direct >= {TARGET_RATIO} at every level: {verdict} (lowest "
-        f"{worst:.2f}).",
+        f"{worst:.2f}). The server's text is "
+        f"{'the same as' if report['same_text'] else 'NOT the same as'} the direct pipeline's.",
     ]
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="Whisper IR folder (default: the tests' tiny Whisper)")
+    parser.add_argument("--model", help="Whisper IR folder (instead of --shape)")
+    parser.add_argument("--shape", choices=tuple(SHAPE_NAMES), default="base")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=60, help="audio per request")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="audio a request")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_args(argv)
 
@@ -197,10 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     if args.model:
-        model, name = Path(args.model), Path(args.model).name
+        model, name, stem = Path(args.model), Path(args.model).name, "transcription"
     else:
-        model = tests_module("tiny_whisper").ensure_tiny_whisper()["fp16"]
-        name = "the tests' tiny random Whisper (d_model 64, 2+2 layers, fp16 IR)"
+        model = tests_module("tiny_whisper").ensure_tiny_whisper(shape=args.shape)["fp16"]
+        name = f"random-weight Whisper, {SHAPE_NAMES[args.shape]} (tests/tiny_whisper.py, fp16 IR)"
+        stem = f"transcription-{args.shape}"
+    if args.seconds != DEFAULT_SECONDS:
+        stem += f"-{args.seconds:g}s"
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": git_commit(),
@@ -209,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         **measure(args, model),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transcription.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "transcription.md").write_text(markdown(report) + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(report) + "\n")
     sys.stdout.write(markdown(report) + "\n")
     return 0
 

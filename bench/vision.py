@@ -4,19 +4,23 @@ Two ways of answering the same request (one drawn image and a question, greedy, 
 number of new tokens with the end token ignored):
 
 - ``direct``: ``openvino_genai.VLMPipeline`` in this process on the same IR folder and
-  precision, the prompt rendered by the model's chat template as the server renders it, a
-  streamer stamping the first text;
+  precision, the prompt rendered by the model's chat template as the server renders it, the
+  image decoded from the same PNG file by Pillow inside the timing (as an application reading
+  an image must), a streamer stamping the first text;
 - ``server``: the real ``ov-llm-server`` over HTTP, a streamed chat completion with the image
   as a ``data:`` URL (so the server's base64 and PNG decoding is in its time), stamped at the
   first content chunk.
 
 Figures: time to first token (median) and tokens per second over the whole request
 (completion tokens ÷ time to the last token, median). Rounds alternate direct and server so
-that a noisy neighbour weighs on both. The model is the tiny random-weight LLaVA of
-``tests/tiny_vlm.py`` unless ``--model`` names another LLaVA-style IR folder.
-Results go to ``<out>/vision.json`` and ``.md``.
+that a noisy neighbour weighs on both. The model is a random-weight LLaVA of
+``tests/tiny_vlm.py``: by default its ``small`` shape (a SmolLM2-135M-sized text model and a
+ViT-B/14 vision tower, the compute of a real small VLM), ``--shape tiny`` the tests' model
+(whose millisecond tokens show the server's fixed costs, not what a user sees), or
+``--model`` another LLaVA-style IR folder. Results go to ``<out>/vision-<shape>.json`` and
+``.md`` (``vision.json`` and ``.md`` for ``--model``).
 
-    python bench/vision.py [--model IR_FOLDER] [--tokens 64] [--rounds 5]
+    python bench/vision.py [--shape small|tiny | --model IR_FOLDER] [--tokens 64] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 import openvino as ov
 import openvino_genai as og
 from openai_stream import chat_body, stream_chat
+from PIL import Image as PILImage
 from report import git_commit, machine_info
 
 log = logging.getLogger("bench.vision")
@@ -52,6 +57,10 @@ SERVED_NAME = "bench-vlm"
 PRECISION = "f32"
 TARGET_RATIO = 0.95
 QUESTION = "What is in this picture?"
+SHAPE_NAMES = {
+    "small": "small shape: a 30-layer SmolLM2-135M-sized Llama, a 12-layer ViT-B/14 at 336",
+    "tiny": "tiny shape: the tests' 2-layer model",
+}
 
 
 def _tests_module(name: str) -> Any:
@@ -63,10 +72,14 @@ def the_image() -> Any:
     return _tests_module("tiny_vlm").draw_image(500, 400)
 
 
-def png_data_url(image: Any) -> str:
+def png_file(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+    return buffer.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
 
 
 # ---------------------------------------------------------------- direct
@@ -82,7 +95,7 @@ class Direct:
         messages = [{"role": "user", "content": content}]
         self.prompt = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
 
-    def run(self, image: Any, tokens: int) -> tuple[float, float, int]:
+    def run(self, png: bytes, tokens: int) -> tuple[float, float, int]:
         """(time to first token, time to the last, tokens generated) of one request."""
         config = og.GenerationConfig(max_new_tokens=tokens, do_sample=False, ignore_eos=True)
         config.apply_chat_template = False
@@ -93,8 +106,9 @@ class Direct:
                 stamps.append(time.perf_counter())
             return og.StreamingStatus.RUNNING
 
-        pixels = ov.Tensor(np.array(image.convert("RGB")))
         started = time.perf_counter()
+        with PILImage.open(io.BytesIO(png)) as image:
+            pixels = ov.Tensor(np.array(image.convert("RGB")))
         result = self.pipe.generate(
             self.prompt, images=[pixels], generation_config=config, streamer=streamer
         )
@@ -147,21 +161,21 @@ async def server_run(base_url: str, url: str, tokens: int) -> tuple[float, float
 
 
 def measure(model: Path, tokens: int, rounds: int) -> dict[str, Any]:
-    image = the_image()
-    url = png_data_url(image)
+    png = png_file(the_image())
+    url = data_url(png)
     direct = Direct(model)
     with tempfile.TemporaryDirectory(prefix="bench-vision-") as tmp:
         server = start_server(model, Path(tmp))
         try:
             # One warm-up each: the first request compiles and allocates.
-            direct.run(image, tokens)
+            direct.run(png, tokens)
             asyncio.run(server_run(server.base_url, url, tokens))
             runs: dict[str, list[tuple[float, float, int]]] = {"direct": [], "server": []}
             for index in range(rounds):
                 order = ["direct", "server"] if index % 2 == 0 else ["server", "direct"]
                 for side in order:
                     if side == "direct":
-                        runs[side].append(direct.run(image, tokens))
+                        runs[side].append(direct.run(png, tokens))
                     else:
                         runs[side].append(asyncio.run(server_run(server.base_url, url, tokens)))
         finally:
@@ -211,7 +225,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="a LLaVA-style VLM IR folder (default: the tiny LLaVA)")
+    parser.add_argument("--model", help="a LLaVA-style VLM IR folder (instead of --shape)")
+    parser.add_argument("--shape", choices=("small", "tiny"), default="small")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -225,10 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_info()
     if args.model:
         model = Path(args.model).expanduser().resolve()
-        name = model.name
+        name, stem = model.name, "vision"
     else:
-        model = _tests_module("tiny_vlm").ensure_tiny_vlm()["ir"]
-        name = "tiny random-weight LLaVA (tests/tiny_vlm.py, fp16)"
+        model = _tests_module("tiny_vlm").ensure_tiny_vlm(shape=args.shape)["ir"]
+        name = f"random-weight LLaVA, {SHAPE_NAMES[args.shape]} (tests/tiny_vlm.py, fp16)"
+        stem = f"vision-{args.shape}"
     results = measure(model, args.tokens, args.rounds)
     image = the_image()
     report = {
@@ -243,9 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         **results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "vision.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n", "utf-8")
     table = markdown(report)
-    (args.out / "vision.md").write_text(table + "\n", "utf-8")
+    (args.out / f"{stem}.md").write_text(table + "\n", "utf-8")
     sys.stdout.write(table + "\n")
     return 0
 

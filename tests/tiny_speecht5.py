@@ -17,7 +17,13 @@ decoder pass, i.e. ``int(tokens * maxlenratio / 2) * 2 * 256`` samples. ``maxlen
 (SpeechT5's default is 20) in ``generation_config.json``, which GenAI reads; the transformers
 reference is called with the same value.
 
-Run ``python tests/tiny_speecht5.py`` to build (or find) the cache and print where it is.
+``SHAPES`` holds two sizes: ``tiny`` (what the tests use) and ``base``, a random model of
+microsoft/speecht5_tts's shape with a HiFi-GAN of speecht5_hifigan's (transformers' default
+configurations), which ``bench/speech.py`` times: the tiny one speaks a sentence in tens of
+milliseconds, so any fixed cost outweighs its compute as it never would on a real model.
+
+Run ``python tests/tiny_speecht5.py [tiny|base]`` to build (or find) the cache and print where
+it is.
 """
 
 from __future__ import annotations
@@ -45,6 +51,32 @@ WEIGHT_FORMATS = ("fp16", "int8")
 TASK = "text-to-audio"
 NAME = "speecht5-tiny"
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,!?'-:;"
+# The acoustic model's and the vocoder's dimensions: ``base`` takes transformers' defaults,
+# which are the released models' own.
+SHAPES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "model": {
+            "hidden_size": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "speech_decoder_prenet_units": 32,
+            "speech_decoder_postnet_units": 32,
+            "speech_decoder_postnet_layers": 2,
+        },
+        "vocoder": {
+            "upsample_initial_channel": 32,
+            "upsample_rates": [4, 4, 4, 4],
+            "upsample_kernel_sizes": [8, 8, 8, 8],
+            "resblock_kernel_sizes": [3],
+            "resblock_dilation_sizes": [[1, 3]],
+        },
+    },
+    "base": {"model": {}, "vocoder": {}},
+}
 
 
 def build_tokenizer() -> Any:
@@ -82,7 +114,7 @@ def voice(name: str) -> Any:
     return rng.standard_normal((1, SPEAKER_WIDTH)).astype(np.float32)
 
 
-def build_hf_model(out: Path) -> Path:
+def build_hf_model(out: Path, shape: str = "tiny") -> Path:
     import numpy as np
     import torch
     from transformers import (
@@ -95,18 +127,10 @@ def build_hf_model(out: Path) -> Path:
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(out)
     torch.manual_seed(SEED)
+    dims = SHAPES[shape]
     config = SpeechT5Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        speech_decoder_prenet_units=32,
-        speech_decoder_postnet_units=32,
-        speech_decoder_postnet_layers=2,
+        **dims["model"],
         reduction_factor=REDUCTION,
         speaker_embedding_dim=SPEAKER_WIDTH,
         pad_token_id=1,
@@ -124,11 +148,7 @@ def build_hf_model(out: Path) -> Path:
     vocoder_config = SpeechT5HifiGanConfig(
         model_in_dim=config.num_mel_bins,
         sampling_rate=SAMPLE_RATE,
-        upsample_initial_channel=32,
-        upsample_rates=[4, 4, 4, 4],
-        upsample_kernel_sizes=[8, 8, 8, 8],
-        resblock_kernel_sizes=[3],
-        resblock_dilation_sizes=[[1, 3]],
+        **dims["vocoder"],
     )
     SpeechT5HifiGan(vocoder_config).eval().save_pretrained(out / "vocoder")
     voices = out / "speaker_embeddings"
@@ -165,38 +185,41 @@ def _converter_hash() -> str:
     return file_hash(*sorted(folder.glob("*.py")))
 
 
-def _convert(hf_dir: Path, root: Path) -> None:
+def _convert(hf_dir: Path, root: Path, formats: tuple[str, ...]) -> None:
     """Through ov-convert-model's own workflow, the task detected from the model's files."""
     from ov_llm_server.convert.export import ExportOptions
     from ov_llm_server.convert.workflow import Layout, convert
 
     layout = Layout(models_dir=root, registry_path=root / "converted_models" / "registry.json")
     shutil.copytree(hf_dir, root / NAME)
-    for weight_format in WEIGHT_FORMATS:
+    for weight_format in formats:
         convert(layout, NAME, ExportOptions(weight_format=weight_format))  # type: ignore[arg-type]
 
 
-def ensure_tiny_speecht5(cache_root: Path | None = None) -> dict[str, Path]:
-    """``{"hf": HF folder, "<format>": IR folder, "registry": registry.json}``."""
+def ensure_tiny_speecht5(cache_root: Path | None = None, shape: str = "tiny") -> dict[str, Path]:
+    """``{"hf": HF folder, "<format>": IR folder, "registry": registry.json}`` (the tiny
+    shape in every format the tests use, another in fp16 only)."""
     from filelock import FileLock
 
     from ov_llm_server.convert.workflow import Layout, output_dir
 
-    root = (cache_root or default_cache_root()) / f"speecht5-{file_hash(Path(__file__))}"
+    kind = "speecht5" if shape == "tiny" else f"speecht5-{shape}"
+    formats = WEIGHT_FORMATS if shape == "tiny" else ("fp16",)
+    root = (cache_root or default_cache_root()) / f"{kind}-{file_hash(Path(__file__))}"
     root.mkdir(parents=True, exist_ok=True)
     hf_dir = root / "hf"
     converted = root / f"models-{_converter_hash()}"
     with FileLock(str(root / ".lock"), timeout=1800):
         if not hf_dir.is_dir():
             with building(hf_dir) as tmp:
-                build_hf_model(tmp)
+                build_hf_model(tmp, shape)
         if not converted.is_dir():
             with building(converted) as tmp:
-                _convert(hf_dir, tmp)
+                _convert(hf_dir, tmp, formats)
     registry = converted / "converted_models" / "registry.json"
     layout = Layout(models_dir=converted, registry_path=registry)
     paths = {"hf": hf_dir, "registry": registry}
-    for weight_format in WEIGHT_FORMATS:
+    for weight_format in formats:
         paths[weight_format] = output_dir(layout, NAME, TASK, weight_format)
     return paths
 
@@ -204,7 +227,8 @@ def ensure_tiny_speecht5(cache_root: Path | None = None) -> dict[str, Path]:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.monotonic()
-    for key, path in ensure_tiny_speecht5().items():
+    shape = sys.argv[1] if len(sys.argv) > 1 else "tiny"
+    for key, path in ensure_tiny_speecht5(shape=shape).items():
         sys.stdout.write(f"{key}: {path}\n")
     sys.stdout.write(f"ready in {time.monotonic() - started:.1f} s\n")
     return 0

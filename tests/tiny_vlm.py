@@ -13,7 +13,13 @@ transformers below 5.0, which this project's conversion environment is above.
 
 Converted by ``ov-convert-model``'s own workflow (task detected from ``config.json``) to fp16,
 and cached by a hash of this file and of the converter under ``~/.cache/ov-llm-server``.
-Run ``python tests/tiny_vlm.py`` to build (or find) the cache and print where it is.
+``SHAPES`` holds two sizes: ``tiny`` (what the tests use) and ``small``, a random model of a
+real small VLM's shape (a SmolLM2-135M-sized Llama, a ViT-B/14 CLIP tower at 336), which
+``bench/vision.py`` times: the tiny one answers in a millisecond a token, so any fixed cost
+outweighs its compute as it never would on a real model.
+
+Run ``python tests/tiny_vlm.py [tiny|small]`` to build (or find) the cache and print where it
+is.
 """
 
 from __future__ import annotations
@@ -38,8 +44,45 @@ EOS_TOKEN = "</s>"
 SPECIAL_TOKENS = ["<pad>", EOS_TOKEN, IMAGE_TOKEN, "<|user|>", "<|assistant|>", "<|system|>"]
 VOCAB_SIZE = 400
 WEIGHT_FORMAT = "fp16"
-# Wider than the default init (0.02), so that the greedy choice wins by more than fp16 rounding.
-INITIALIZER_RANGE = 0.2
+# Each shape: the text model's and the vision tower's dimensions, and the initial weights'
+# spread (the tiny one's is wider than the default 0.02, so that its greedy choice wins by more
+# than fp16 rounding).
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "text": {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "projection_dim": 32,
+        },
+        "initializer_range": 0.2,
+    },
+    "small": {
+        "text": {
+            "hidden_size": 576,
+            "intermediate_size": 1536,
+            "num_hidden_layers": 30,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+        },
+        "vision": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "projection_dim": 512,
+        },
+        "initializer_range": 0.02,
+    },
+}
 
 # String content or a list of parts; an image part becomes the model's image token in place.
 CHAT_TEMPLATE = (
@@ -88,8 +131,8 @@ def build_tokenizer() -> Any:
     )
 
 
-def build_hf_model(out_dir: Path) -> Path:
-    """The random-weight LLaVA and its processor, saved as a Hugging Face folder."""
+def build_hf_model(out_dir: Path, shape: str = "tiny") -> Path:
+    """The random-weight LLaVA of ``shape`` and its processor, as a Hugging Face folder."""
     import torch
     from transformers import (
         CLIPImageProcessor,
@@ -106,28 +149,17 @@ def build_hf_model(out_dir: Path) -> Path:
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     pad_id = tokenizer.convert_tokens_to_ids("<pad>")
+    dims = SHAPES[shape]
     text = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **dims["text"],
         max_position_embeddings=4096,
         bos_token_id=None,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
-        initializer_range=INITIALIZER_RANGE,
+        initializer_range=dims["initializer_range"],
     )
-    vision = CLIPVisionConfig(
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        projection_dim=32,
-    )
+    vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, **dims["vision"])
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,
@@ -166,7 +198,7 @@ def _converter_hash() -> str:
     return file_hash(*sorted(folder.glob("*.py")))
 
 
-def ensure_tiny_vlm(cache_root: Path | None = None) -> dict[str, Path]:
+def ensure_tiny_vlm(cache_root: Path | None = None, shape: str = "tiny") -> dict[str, Path]:
     """``{"hf": ..., "ir": ..., "registry": ...}``: the HF folder, the converted IR folder
     and the registry that names it ``tiny-vlm``; built once and cached."""
     from filelock import FileLock
@@ -174,14 +206,15 @@ def ensure_tiny_vlm(cache_root: Path | None = None) -> dict[str, Path]:
     from ov_llm_server.convert.export import ExportOptions
     from ov_llm_server.convert.workflow import Layout, convert, output_dir
 
-    root = (cache_root or default_cache_root()) / f"vlm-{file_hash(Path(__file__))}"
+    name = "vlm" if shape == "tiny" else f"vlm-{shape}"
+    root = (cache_root or default_cache_root()) / f"{name}-{file_hash(Path(__file__))}"
     root.mkdir(parents=True, exist_ok=True)
     hf = root / "hf"
     converted = root / f"models-{_converter_hash()}"
     with FileLock(str(root / ".lock"), timeout=1800):
         if not hf.is_dir():
             with building(hf) as tmp:
-                build_hf_model(tmp)
+                build_hf_model(tmp, shape)
         if not converted.is_dir():
             with building(converted) as tmp:
                 registry = tmp / "converted_models" / "registry.json"
@@ -239,7 +272,8 @@ def reference_ids(
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name, path in ensure_tiny_vlm().items():
+    shape = sys.argv[1] if len(sys.argv) > 1 else "tiny"
+    for name, path in ensure_tiny_vlm(shape=shape).items():
         print(f"{name}: {path}")  # noqa: T201
     return 0
 

@@ -20,7 +20,14 @@ Speech: ``espeak-ng`` speaks the test sentences when it is installed; else a syn
 voiced waveform (a glottal pulse train through moving formants) stands in. Either is
 encoded to every container the tests upload with PyAV.
 
-Run ``python tests/tiny_whisper.py`` to build (or find) the cache and print where it is.
+``SHAPES`` holds two sizes: ``tiny`` (what the tests use: 24 tokens a window keep them
+quick) and ``base``, a random model of whisper-base's shape (6+6 layers of width 512, up to
+128 tokens a window, about what 30 s of speech takes), which ``bench/transcription.py``
+times: the tiny one transcribes in milliseconds, so any fixed cost outweighs its compute as
+it never would on a real model.
+
+Run ``python tests/tiny_whisper.py [tiny|base]`` to build (or find) the cache and print where
+it is.
 """
 
 from __future__ import annotations
@@ -46,7 +53,37 @@ SEED = 2026
 SAMPLE_RATE = 16000
 BPE_VOCAB = 400
 LANGUAGES = ["en", "de", "fr", "es"]
-MAX_TARGET_POSITIONS = 24  # tokens a window's answer may take: keeps the tests quick
+# The model's dimensions, and how many tokens a window's answer may take (``max_length``: a
+# random model rarely ends a window by itself, so this is what each window costs).
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "config": {
+            "d_model": 64,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 128,
+            "decoder_ffn_dim": 128,
+            "max_target_positions": 24,
+        },
+        "max_length": 24,
+    },
+    "base": {
+        "config": {
+            "d_model": 512,
+            "encoder_layers": 6,
+            "decoder_layers": 6,
+            "encoder_attention_heads": 8,
+            "decoder_attention_heads": 8,
+            "encoder_ffn_dim": 2048,
+            "decoder_ffn_dim": 2048,
+            "max_target_positions": 448,
+        },
+        # About what 30 s of speech takes a real Whisper.
+        "max_length": 128,
+    },
+}
 TIMESTAMP_SCALE = 0.05
 NAME = "whisper-tiny-random"
 
@@ -99,7 +136,7 @@ def build_tokenizer() -> Any:
     )
 
 
-def build_hf_model(out_dir: Path) -> Path:
+def build_hf_model(out_dir: Path, shape: str = "tiny") -> Path:
     import torch
     from transformers import (
         GenerationConfig,
@@ -113,18 +150,12 @@ def build_hf_model(out_dir: Path) -> Path:
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in special_tokens()}
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     no_timestamps = ids["<|notimestamps|>"]
+    dims = SHAPES[shape]
     config = WhisperConfig(
         vocab_size=len(tokenizer),
         num_mel_bins=80,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        **dims["config"],
         max_source_positions=1500,
-        max_target_positions=MAX_TARGET_POSITIONS,
         decoder_start_token_id=sot,
         bos_token_id=eot,
         eos_token_id=eot,
@@ -144,7 +175,7 @@ def build_hf_model(out_dir: Path) -> Path:
         bos_token_id=eot,
         eos_token_id=eot,
         pad_token_id=eot,
-        max_length=MAX_TARGET_POSITIONS,
+        max_length=dims["max_length"],
         begin_suppress_tokens=[eot],
         suppress_tokens=[],
         is_multilingual=True,
@@ -287,21 +318,22 @@ def _converter_hash() -> str:
     return file_hash(*sorted(folder.glob("*.py")))
 
 
-def ensure_tiny_whisper(cache_root: Path | None = None) -> dict[str, Path]:
+def ensure_tiny_whisper(cache_root: Path | None = None, shape: str = "tiny") -> dict[str, Path]:
     """``{"hf": HF folder, "fp16": IR folder, "registry": registry.json}``."""
     from filelock import FileLock
 
     from ov_llm_server.convert.export import ExportOptions
     from ov_llm_server.convert.workflow import Layout, convert, output_dir
 
-    root = (cache_root or default_cache_root()) / f"whisper-{file_hash(Path(__file__))}"
+    kind = "whisper" if shape == "tiny" else f"whisper-{shape}"
+    root = (cache_root or default_cache_root()) / f"{kind}-{file_hash(Path(__file__))}"
     root.mkdir(parents=True, exist_ok=True)
     hf_dir = root / "hf"
     converted = root / f"models-{_converter_hash()}"
     with FileLock(str(root / ".lock"), timeout=1800):
         if not hf_dir.is_dir():
             with building(hf_dir) as tmp:
-                build_hf_model(tmp)
+                build_hf_model(tmp, shape)
         if not converted.is_dir():
             with building(converted) as tmp:
                 shutil.copytree(hf_dir, tmp / NAME)
@@ -318,7 +350,8 @@ def ensure_tiny_whisper(cache_root: Path | None = None) -> dict[str, Path]:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.monotonic()
-    for key, path in ensure_tiny_whisper().items():
+    shape = sys.argv[1] if len(sys.argv) > 1 else "tiny"
+    for key, path in ensure_tiny_whisper(shape=shape).items():
         sys.stdout.write(f"{key}: {path}\n")
     sys.stdout.write(f"ready in {time.monotonic() - started:.1f} s\n")
     return 0
