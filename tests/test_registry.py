@@ -68,6 +68,14 @@ def test_spec_format_is_read(tmp_path: Path) -> None:
         ('{"version": 1, "models": {"a": {}}}', "invalid entry at models.a.path"),
         ('{"version": 1, "models": {"a": {"path": ""}}}', "invalid entry at models.a.path"),
         ('{"version": 1, "models": []}', "invalid entry at models"),
+        (
+            '{"version": 1, "models": {"a": {"path": "x", "voices": {"a b": "v.bin"}}}}',
+            r"invalid entry at models\.a\.voices\.a b",
+        ),
+        (
+            '{"version": 1, "models": {"a": {"path": "x", "voices": {"v": ""}}}}',
+            r"invalid entry at models\.a\.voices\.v",
+        ),
     ],
 )
 def test_bad_files_give_one_clear_line(tmp_path: Path, text: str, message: str) -> None:

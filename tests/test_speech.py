@@ -199,10 +199,26 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def live(
-    server_factory: Any, speecht5: dict[str, Path], tiny_registry: dict[str, Any], faults: Path
+    server_factory: Any,
+    speecht5: dict[str, Path],
+    tiny_registry: dict[str, Any],
+    faults: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> LiveServer:
+    # Two voices named in the registry: a copy of echo outside the model folder, and a file
+    # that is not there.
+    extra = tmp_path_factory.mktemp("voices") / "carol.npy"
+    extra.write_bytes((speecht5["fp16"] / "speaker_embeddings" / "echo.npy").read_bytes())
+    voices = {"carol": str(extra), "broken": "speaker_embeddings/missing.bin"}
     registry = {
-        "tts": {"path": str(speecht5["fp16"]), "task": TASK, "weight_format": "fp16"},
+        "tts": {
+            "path": str(speecht5["fp16"]),
+            "task": TASK,
+            "weight_format": "fp16",
+            "voices": voices,
+        },
+        # Another name of the same folder, without the registry's voices.
+        "tts-plain": {"path": str(speecht5["fp16"]), "task": TASK, "weight_format": "fp16"},
         "tiny-int8": tiny_registry["tiny-int8"],
     }
     # OV_DEVICE names a device this machine lacks: the speech model must not go there.
@@ -246,6 +262,30 @@ def test_the_sdk_gets_the_direct_pipelines_waveform(
         assert np.abs(samples - np.clip(expected, -1, 1)).max() <= 2 / 32767
     (engine,) = httpx.get(f"{live.base_url}/health").json()["loaded_models"]
     assert engine["kind"] == "speech" and engine["device"] == "CPU"
+
+
+def test_a_voice_named_in_the_registry_speaks_its_file(live: LiveServer) -> None:
+    carol = speak(live, input=TEXT, voice="carol", response_format="wav")
+    echo = speak(live, input=TEXT, voice="echo", response_format="wav")
+    assert carol.status_code == echo.status_code == 200
+    assert carol.content == echo.content
+    # A file the registry names that is not there: that voice is left out, with a warning,
+    # and a request for it is a 400 naming the voices there are.
+    refused = speak(live, input=TEXT, voice="broken")
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["param"] == "voice" and "carol" in error["message"]
+    assert "broken" not in error["message"].split("voices:")[-1]
+    (engine,) = httpx.get(f"{live.base_url}/health").json()["loaded_models"]
+    assert any("voice broken" in warning for warning in engine["warnings"])
+    # The voices are the entry's: the other name of the folder has none of them.
+    plain = httpx.post(
+        f"{live.v1}/audio/speech",
+        json={"model": "tts-plain", "input": TEXT, "voice": "carol"},
+        timeout=120,
+    )
+    assert plain.status_code == 400
+    assert plain.json()["error"]["message"].endswith("voices: alloy, default, echo)")
 
 
 def test_the_default_voice_is_genais_own(live: LiveServer, pipeline: Any) -> None:
@@ -310,7 +350,7 @@ def test_pcm_and_speed(live: LiveServer, pipeline: Any) -> None:
     [
         ({"input": ""}, "input", "input"),
         ({"input": "x" * (MAX_CHARS + 1)}, "input", "OV_MAX_SPEECH_CHARS"),
-        ({"input": "hi", "voice": "nova"}, "voice", "alloy, default, echo"),
+        ({"input": "hi", "voice": "nova"}, "voice", "alloy, carol, default, echo"),
         ({"input": "hi", "speed": 4.5}, "speed", "speed"),
         ({"input": "hi", "response_format": "ogg"}, "response_format", "response_format"),
         ({"input": "hi", "instructions": "Speak softly"}, "instructions", "instructions"),

@@ -439,8 +439,9 @@ class ModelManager:
 
 def slot_key(path: Path, entry: ModelEntry | None, settings: Settings) -> str:
     """Names share an engine only when everything that shapes the engine is the same: the
-    model folder, the kind of engine its task picks, the device, the precision and the
-    speculation. What shapes only the answer (tool and reasoning parsers) stays per name."""
+    model folder, the kind of engine its task picks, the device, the precision, the
+    speculation and the voices. What shapes only the answer (tool and reasoning parsers) stays
+    per name."""
     kind = engine_kind(entry.task if entry is not None else None)
     device = choose_device(entry, settings).device
     speculative = entry.speculative if entry is not None else None
@@ -451,6 +452,7 @@ def slot_key(path: Path, entry: ModelEntry | None, settings: Settings) -> str:
             device,
             choose_precision(kind, device, entry, settings),
             speculative.model_dump(mode="json") if speculative is not None else None,
+            entry.voices if entry is not None else None,
         ]
     )
 

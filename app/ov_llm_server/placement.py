@@ -150,6 +150,7 @@ def engine_config(
         cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
         encoder_batch=settings.encoder_max_batch,
         speculative=speculative,
+        voices=tuple(sorted((entry.voices or {}).items())) if entry is not None else (),
     )
 
 

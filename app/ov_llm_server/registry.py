@@ -2,7 +2,7 @@
 
 Format: ``{"version": 1, "models": {"<name>": {"path", "task", "weight_format"}}}``, plus
 optional fields per entry (``device``, ``tool_parser``, ``reasoning_parser``, ``speculative``,
-``inference_precision``).
+``inference_precision``, ``voices``).
 Fields a reader does not know are kept as they are, so the version stays 1 when one is added.
 Readers never see a half-written file: writers take an inter-process lock, write a
 temporary file in the same folder, fsync it and rename it over the old one.
@@ -67,6 +67,7 @@ class DraftModel(BaseModel):
 
 
 Speculative = Annotated[PromptLookup | DraftModel, Field(discriminator="method")]
+VoiceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 
 # The tasks (optimum-intel's names) of speech recognisers: Whisper, served on /v1/audio/*.
@@ -90,6 +91,9 @@ class ModelEntry(BaseModel):
     speculative: Speculative | None = None
     # Over OV_INFERENCE_PRECISION (precision.py); None follows it.
     inference_precision: Literal["auto", "f32", "bf16", "f16"] | None = None
+    # Text to speech: more voices, each a speaker embedding file (raw float32 .bin or .npy),
+    # relative to the model folder or absolute, beside the folder's speaker_embeddings/.
+    voices: dict[VoiceName, Annotated[str, Field(min_length=1)]] | None = None
 
 
 class RegistryData(BaseModel):

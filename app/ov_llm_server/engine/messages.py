@@ -55,6 +55,9 @@ class EngineConfig(msgspec.Struct, frozen=True):
     # Embedding and rerank models: inputs one pipeline call takes at most.
     encoder_batch: int = 32
     speculative: Speculation | None = None
+    # Text to speech: the registry's voices, (name, embedding file) pairs; a relative file is
+    # in the model folder.
+    voices: tuple[tuple[str, str], ...] = ()
 
 
 class EngineSpec(msgspec.Struct, frozen=True):

@@ -9,8 +9,9 @@ one at a time: each answer comes as early as it can, and GenAI's batched call pa
 to the longest.
 
 Voices are speaker embeddings (x-vectors) shipped in the model folder as
-``speaker_embeddings/<voice>.bin`` (raw little-endian float32) or ``.npy``; a voice named
-``default`` is the default. Without one, a 512-wide model's default is GenAI's own (the CMU
+``speaker_embeddings/<voice>.bin`` (raw little-endian float32) or ``.npy``, or named in the
+model's registry entry (``"voices": {"<voice>": "<file>"}``); a voice named ``default`` is the
+default. Without one, a 512-wide model's default is GenAI's own (the CMU
 ARCTIC x-vector its SpeechT5 support is built with), listed as ``default`` too.
 """
 
@@ -71,31 +72,34 @@ class VoiceError(ValueError):
     """A voice the model does not have: the API answers 400 naming its voices."""
 
 
-def load_voices(path: Path, width: int) -> tuple[dict[str, Samples], list[str]]:
-    """The speaker embeddings in ``path/speaker_embeddings`` that fit the model, and a warning
-    for each file that does not."""
-    voices: dict[str, Samples] = {}
-    warnings: list[str] = []
+def load_voices(
+    path: Path, width: int, named: tuple[tuple[str, str], ...] = ()
+) -> tuple[dict[str, Samples], list[str]]:
+    """The speaker embeddings that fit the model: those in ``path/speaker_embeddings``, then
+    the registry's (``named``: a name and a file, relative to ``path``; a name in both is the
+    registry's); and a warning for each file that does not fit."""
     folder = path / VOICES_DIR
     files = sorted(folder.iterdir()) if folder.is_dir() else []
-    for file in files:
-        if file.suffix not in (".bin", ".npy"):
-            continue
+    candidates = [(file.stem, file) for file in files if file.suffix in (".bin", ".npy")]
+    candidates += [(name, path / Path(file).expanduser()) for name, file in named]
+    voices: dict[str, Samples] = {}
+    warnings: list[str] = []
+    for name, file in candidates:
         try:
             if file.suffix == ".npy":
                 vector = np.load(file, allow_pickle=False).astype(np.float32).reshape(-1)
             else:
                 vector = np.fromfile(file, dtype="<f4")
         except (OSError, ValueError) as exc:
-            warnings.append(f"voice {file.name} is unreadable: {one_line(exc)}")
+            warnings.append(f"voice {name} ({file}) is unreadable: {one_line(exc)}")
             continue
         if vector.size != width or not np.isfinite(vector).all():
             warnings.append(
-                f"voice {file.name} is not {width} finite float32 values (the model's "
+                f"voice {name} ({file}) is not {width} finite float32 values (the model's "
                 "speaker embedding width); it is left out"
             )
             continue
-        voices[file.stem] = vector.reshape(1, width)
+        voices[name] = vector.reshape(1, width)
     return voices, warnings
 
 
@@ -111,11 +115,17 @@ def _speaker_width(path: Path) -> int:
 class SpeechModel:
     """A text-to-speech model and its voices."""
 
-    def __init__(self, path: Path, device: str, properties: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        device: str,
+        properties: dict[str, Any],
+        named_voices: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._pipe = og.Text2SpeechPipeline(str(path), device, **properties)
         self.tokenizer = og.Tokenizer(str(path))
         width = _speaker_width(path)
-        self.voices, self.warnings = load_voices(path, width)
+        self.voices, self.warnings = load_voices(path, width, named_voices)
         # None: GenAI's built-in voice.
         self._default: Samples | None = self.voices.get(DEFAULT_VOICE)
         self.has_default = DEFAULT_VOICE in self.voices or width == _BUILTIN_VOICE_WIDTH
@@ -165,7 +175,9 @@ class SpeechRunner(EncoderQueue[_Waiting]):
     dimension: int | None = None
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
-        self.model = SpeechModel(path, config.device, encoder_properties(config))
+        self.model = SpeechModel(
+            path, config.device, encoder_properties(config), config.voices
+        )
         super().__init__(self.model.tokenizer, MAX_CHUNK_CHARS, 1)
         self.context_length = None  # the HTTP side bounds the text (OV_MAX_SPEECH_CHARS)
         self.warnings = list(self.model.warnings)
