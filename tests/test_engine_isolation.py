@@ -29,6 +29,7 @@ from ov_llm_server.engine.client import EngineProcess
 from ov_llm_server.engine.core.faults import GARBLE, STAGES
 from ov_llm_server.engine.messages import Embed, EngineConfig
 from ov_llm_server.engine.quarantine import Quarantine, fingerprint
+from ov_llm_server.engine.supervisor import CRASH_WINDOW_SECONDS
 from tiny_model import DIALOGUES
 
 HELLO = DIALOGUES["D_HELLO"]
@@ -558,6 +559,12 @@ def test_an_engine_that_keeps_crashing_moves_to_the_fallback_device(
     assert status["status"] == "degraded" and status["fallback_device_in_use"] is True
     assert f"model tiny-int8: {note}" in status["problems"]
     live.wait_for_log("model tiny-int8 moved from CPU to HETERO:CPU")
+    (card,) = httpx.get(f"{live.v1}/models").json()["data"]
+    assert card["device"] == "HETERO:CPU"
+    assert card["device_reason"] == (
+        "OV_FALLBACK_DEVICE: its engine crashed 3 times within "
+        f"{CRASH_WINDOW_SECONDS:.0f}s on CPU (OV_DEVICE)"
+    )
 
 
 # ---------------------------------------------------------------- the watchdog and the reader

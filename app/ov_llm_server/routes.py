@@ -350,10 +350,11 @@ def _placement(
     }
     if running is None or running == placement.device:
         return {"device": placement.device, "device_reason": placement.reason, **precision}
+    assert supervisor is not None  # it runs somewhere
+    why = supervisor.moved_because or f"it failed to load on {placement.device}"
     return {
         "device": running,
-        "device_reason": f"OV_FALLBACK_DEVICE: it failed to load on {placement.device} "
-        f"({placement.reason})",
+        "device_reason": f"OV_FALLBACK_DEVICE: {why} ({placement.reason})",
         **precision,
     }
 

@@ -116,6 +116,9 @@ class Supervisor:
         self._restarting = False
         self._device_crashes: deque[float] = deque()
         self._notes: list[str] = []
+        # Why the model left its first device, once it has: it failed to load there, or its
+        # engine kept crashing there.
+        self.moved_because: str | None = None
         self.quarantine = Quarantine(name)
 
     @property
@@ -254,6 +257,7 @@ class Supervisor:
             except LoadError as exc:
                 errors.append(f"on {config.device}: {exc}")
                 if config is not self._configs[-1]:
+                    self.moved_because = f"it failed to load on {config.device}"
                     log.warning(
                         "model %s failed on %s (%s); retrying on fallback device %s",
                         self.name,
@@ -305,6 +309,10 @@ class Supervisor:
         if len(crashes) < CRASH_LIMIT or self._device + 1 >= len(self._configs):
             return False
         self._device += 1
+        self.moved_because = (
+            f"its engine crashed {CRASH_LIMIT} times within {CRASH_WINDOW_SECONDS:.0f}s "
+            f"on {engine.device}"
+        )
         crashes.clear()
         self._crashes = 0
         # What crashed on the old device may run on the new one.

@@ -175,9 +175,7 @@ class SpeechRunner(EncoderQueue[_Waiting]):
     dimension: int | None = None
 
     def __init__(self, path: Path, config: EngineConfig) -> None:
-        self.model = SpeechModel(
-            path, config.device, encoder_properties(config), config.voices
-        )
+        self.model = SpeechModel(path, config.device, encoder_properties(config), config.voices)
         super().__init__(self.model.tokenizer, MAX_CHUNK_CHARS, 1)
         self.context_length = None  # the HTTP side bounds the text (OV_MAX_SPEECH_CHARS)
         self.warnings = list(self.model.warnings)
