@@ -27,10 +27,13 @@ def load_settings() -> Settings:
 
 
 def configure_logging(level: str) -> None:
+    from .serving.generation import abandoned_streams
+
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.error").addFilter(abandoned_streams)
 
 
 def serve(settings: Settings) -> None:

@@ -361,6 +361,31 @@ class _Stalled(Exception):
     """The client took nothing within the send timeout."""
 
 
+class AbandonedStreams(logging.Filter):
+    """Uvicorn's error line for a response left unfinished, dropped for each stream this
+    server gave up on (its warning, with the request id, says why); any other stays.
+
+    Uvicorn logs "ASGI callable returned without completing response." on ``uvicorn.error``
+    as soon as the app returns from such a response, so each abandoned stream counts one.
+    """
+
+    MESSAGE = "ASGI callable returned without completing response."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expected = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.expected and record.getMessage() == self.MESSAGE:
+            self.expected -= 1
+            return False
+        return True
+
+
+# Installed on uvicorn's logger by the server (cli.configure_logging).
+abandoned_streams = AbandonedStreams()
+
+
 class PacedStream(StreamingResponse):
     """A stream that gives up on a client that stops reading.
 
@@ -402,6 +427,7 @@ class PacedStream(StreamingResponse):
         try:
             await super().stream_response(paced)
         except _Stalled:
+            abandoned_streams.expected += 1
             self._on_stall()
         finally:
             await self._content.aclose()
