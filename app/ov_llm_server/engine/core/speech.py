@@ -73,7 +73,7 @@ class VoiceError(ValueError):
 
 
 def load_voices(
-    path: Path, width: int, named: tuple[tuple[str, str], ...] = ()
+    path: Path, width: int, named: tuple[tuple[str, str], ...]
 ) -> tuple[dict[str, Samples], list[str]]:
     """The speaker embeddings that fit the model: those in ``path/speaker_embeddings``, then
     the registry's (``named``: a name and a file, relative to ``path``; a name in both is the
@@ -120,7 +120,7 @@ class SpeechModel:
         path: Path,
         device: str,
         properties: dict[str, Any],
-        named_voices: tuple[tuple[str, str], ...] = (),
+        named_voices: tuple[tuple[str, str], ...],
     ) -> None:
         self._pipe = og.Text2SpeechPipeline(str(path), device, **properties)
         self.tokenizer = og.Tokenizer(str(path))
